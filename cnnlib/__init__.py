@@ -4,6 +4,11 @@ Layout conventions, everywhere: activations are NHWC `(N, H, W, C)`, kernels are
 `(kh, kw, in_channels, out_channels)`, inputs are batched and 4-D.
 """
 
-from cnnlib.data import CLASS_NAMES, fashion_mnist, sample_photo
+# Data (chapter 00).
+from cnnlib.data import CLASS_NAMES, fashion_mnist, sample_photo, to_float
+
+# Operations (chapters 01-02): conv.py, pool.py; oracles in cnnlib.reference.
+
+# Layers, models, training (chapters 03-06): layers.py, models.py, train.py.
 
 __version__ = "0.1.0"

@@ -119,6 +119,35 @@ def fashion_mnist(
     return (x_train, y_train), (x_test, y_test)
 
 
+def to_float(images: np.ndarray) -> np.ndarray:
+    """uint8 images -> float32 in [0, 1], in the batched NHWC layout cnnlib expects.
+
+    Args:
+        images: uint8 array of shape (N, H, W) (one channel added) or (N, H, W, C).
+
+    Returns:
+        float32 array of shape (N, H, W, 1) or (N, H, W, C).
+
+    Example:
+        >>> to_float(np.zeros((2, 28, 28), np.uint8)).shape
+        (2, 28, 28, 1)
+    """
+    images = np.asarray(images)
+    if images.dtype != np.uint8:
+        raise TypeError(
+            f"to_float: `images` must be uint8 (values 0..255); got {images.dtype}. "
+            f"Float images need no conversion; pass them to the model directly."
+        )
+    if images.ndim == 3:
+        images = images[..., None]  # (N, H, W) -> (N, H, W, 1)
+    if images.ndim != 4:
+        raise ValueError(
+            f"to_float: `images` must have shape (N, H, W) or (N, H, W, C); got "
+            f"{images.shape}. Add a batch axis with images[None]."
+        )
+    return images.astype(np.float32) / np.float32(255.0)
+
+
 def sample_photo(gray: bool = False) -> np.ndarray:
     """The photo of Grace Hopper that matplotlib ships (no download needed).
 
