@@ -8,6 +8,16 @@ Layout conventions, everywhere: activations are NHWC `(N, H, W, C)`, kernels are
 from cnnlib.data import CLASS_NAMES, fashion_mnist, sample_photo, to_float
 
 # Operations (chapters 01-02): conv.py, pool.py; oracles in cnnlib.reference.
+from cnnlib import reference
+from cnnlib.conv import conv2d, conv_output_size
+from cnnlib.pool import (
+    avg_pool,
+    binomial_filter,
+    blur_pool,
+    global_avg_pool,
+    global_max_pool,
+    max_pool,
+)
 
 # Layers, models, training (chapters 03-06): layers.py, models.py, train.py.
 

@@ -115,3 +115,168 @@ def check_float_dtype(x: Any, where: str, name: str = "x") -> None:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+# The padding strings every convolution accepts; pooling accepts the first two.
+PADDING_MODES = ("VALID", "SAME", "FULL", "CIRCULAR")
+
+
+def axis_padding(
+    padding: Any,
+    size: int,
+    kernel_size: int,
+    stride: int,
+    where: str,
+    modes: tuple[str, ...] = PADDING_MODES,
+) -> tuple[int, int]:
+    """Padding of one spatial axis as `(before, after)`; the single place strings are resolved.
+
+    Args:
+        padding: a string in `modes` (any case), an int (both sides), or `(before, after)`.
+        size: the input's length along this axis.
+        kernel_size: the *dilated* kernel extent, `dilation * (k - 1) + 1`.
+        stride: the step along this axis.
+        where: the public function's name, for the error message.
+        modes: the padding strings `where` accepts.
+
+    Returns:
+        `(before, after)`, non-negative Python ints. "VALID" is (0, 0); "FULL" is
+        `kernel_size - 1` each side; "SAME" and "CIRCULAR" use XLA's SAME rule (output length
+        `ceil(size / stride)`, the odd pixel after), CIRCULAR fills with wrapped values instead.
+
+    Raises:
+        ValueError: unknown string, negative amount, or a pair of the wrong length.
+        TypeError: anything that is not a string, an int or a pair of ints.
+    """
+    if isinstance(padding, str):
+        mode = _padding_mode(padding, where, modes)
+        if mode == "VALID":
+            return (0, 0)
+        if mode == "FULL":
+            return (kernel_size - 1, kernel_size - 1)
+        out = -(-size // stride)  # ceil(size / stride)
+        total = max((out - 1) * stride + kernel_size - size, 0)
+        return (total // 2, total - total // 2)
+    if _is_int(padding):
+        pair = (int(padding), int(padding))  # both sides
+    elif isinstance(padding, (tuple, list)) and len(padding) == 2 and all(map(_is_int, padding)):
+        pair = (int(padding[0]), int(padding[1]))  # (before, after)
+    else:
+        raise TypeError(
+            f"{where}: `padding` for one axis must be an int, (before, after) or one of "
+            f"{modes}; got {padding!r}. Use e.g. padding=1 or padding=(0, 1)."
+        )
+    _check_non_negative(pair, padding, where)
+    return pair
+
+
+def padding_pairs(
+    padding: Any,
+    in_hw: tuple[int, int],
+    kernel_hw: tuple[int, int],
+    stride: tuple[int, int],
+    where: str,
+    modes: tuple[str, ...] = PADDING_MODES,
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Normalise every padding form to `((top, bottom), (left, right))`.
+
+    Accepted forms: a string in `modes` (any case), an int `p` (every side), a pair of ints
+    `(ph, pw)` (symmetric per axis), or a pair of pairs `((top, bottom), (left, right))`.
+    `kernel_hw` is the dilated kernel extent; strings are resolved by `axis_padding`.
+
+    Raises:
+        ValueError: unknown string, negative amount, or a sequence of the wrong length.
+        TypeError: anything else (floats and bools included).
+    """
+    if isinstance(padding, str):
+        return (
+            axis_padding(padding, in_hw[0], kernel_hw[0], stride[0], where, modes),
+            axis_padding(padding, in_hw[1], kernel_hw[1], stride[1], where, modes),
+        )
+    if isinstance(padding, (tuple, list)) and len(padding) == 2:
+        if all(isinstance(p, (tuple, list)) for p in padding):
+            pairs = (as_pair(padding[0], "padding", where), as_pair(padding[1], "padding", where))
+            _check_non_negative(pairs[0] + pairs[1], padding, where)
+            return pairs
+        if any(isinstance(p, (tuple, list)) for p in padding):
+            raise TypeError(
+                f"{where}: `padding` mixes ints and pairs; got {padding!r}. Pass (ph, pw) "
+                f"or ((top, bottom), (left, right))."
+            )
+    if isinstance(padding, (tuple, list)) and len(padding) != 2:
+        raise ValueError(
+            f"{where}: `padding` must be an int, (ph, pw), ((top, bottom), (left, right)) or "
+            f"one of {modes}; got {padding!r} of length {len(padding)}. Pass exactly two entries."
+        )
+    ph, pw = as_pair(padding, "padding", where)
+    _check_non_negative((ph, pw), padding, where)
+    return ((ph, ph), (pw, pw))
+
+
+def _padding_mode(padding: str, where: str, modes: tuple[str, ...]) -> str:
+    mode = padding.upper()
+    if mode not in modes:
+        raise ValueError(
+            f"{where}: `padding` must be one of {modes} (any case), an int or pairs of ints; "
+            f"got {padding!r}. Use e.g. padding=\"SAME\" or padding=1."
+        )
+    return mode
+
+
+def _check_non_negative(amounts: tuple[int, ...], padding: Any, where: str) -> None:
+    if min(amounts) < 0:
+        raise ValueError(
+            f"{where}: `padding` must be non-negative; got {padding!r}. Crop the input "
+            f"(x[:, 1:-1, 1:-1]) instead of padding by a negative amount."
+        )
+
+
+def check_hwio(w: Any, in_channels: int, groups: int, where: str) -> None:
+    """Require a floating 4-D kernel in the HWIO layout that matches `in_channels` and `groups`.
+
+    `w` has shape `(kh, kw, in_channels // groups, out_channels)`. When it looks like a PyTorch
+    OIHW kernel instead, the message says how to transpose it.
+
+    Raises:
+        TypeError: `w` has no shape/dtype, or a non-floating dtype.
+        ValueError: `w` is not 4-D, has an empty axis, or its channels do not match.
+    """
+    shape = getattr(w, "shape", None)
+    if shape is None or getattr(w, "dtype", None) is None:
+        raise TypeError(
+            f"{where}: `w` must be an array of shape (kh, kw, in_channels // groups, "
+            f"out_channels); got {type(w).__name__}. Convert it with jnp.asarray(w, jnp.float32)."
+        )
+    shape = tuple(shape)
+    if len(shape) != 4:
+        raise ValueError(
+            f"{where}: `w` must be a 4-D HWIO kernel (kh, kw, in_channels // groups, "
+            f"out_channels); got shape {shape}. For one (kh, kw) filter use w[:, :, None, None]."
+        )
+    check_float_dtype(w, where, "w")
+    if 0 in shape:
+        raise ValueError(f"{where}: `w` must have no empty axis; got shape {shape}.")
+    w_in, out_channels = shape[2], shape[3]
+    if in_channels % groups:
+        raise ValueError(
+            f"{where}: `groups` must divide in_channels = x.shape[3] = {in_channels}; got "
+            f"groups={groups}. Use a divisor of in_channels (groups=in_channels is depthwise)."
+        )
+    if w_in * groups != in_channels:
+        # PyTorch stores (out_channels, in_channels // groups, kh, kw).
+        oihw = shape[1] * groups == in_channels
+        fix = (
+            "It looks like a PyTorch OIHW kernel: use w.transpose(2, 3, 1, 0)."
+            if oihw
+            else f"Make w.shape[2] == in_channels // groups = {in_channels} // {groups}."
+        )
+        raise ValueError(
+            f"{where}: `w` must have shape (kh, kw, in_channels // groups, out_channels) with "
+            f"in_channels = {in_channels} (the last axis of x) and groups = {groups}; got "
+            f"{shape}. {fix}"
+        )
+    if out_channels % groups:
+        raise ValueError(
+            f"{where}: `groups` must divide out_channels = w.shape[3] = {out_channels}; got "
+            f"groups={groups}. Use an out_channels that is a multiple of groups."
+        )
