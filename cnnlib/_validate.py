@@ -14,6 +14,7 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
 
 # How to turn a lower-rank image into the batched NHWC layout cnnlib uses.
@@ -106,7 +107,8 @@ def check_nhwc(x: Any, where: str, name: str = "x") -> None:
 def check_float_dtype(x: Any, where: str, name: str = "x") -> None:
     """Require a floating dtype (integer images must be converted explicitly)."""
     dtype = np.dtype(x.dtype)
-    if not np.issubdtype(dtype, np.floating):
+    # jnp.issubdtype, not np's: it also knows bfloat16 and the other ml_dtypes floats.
+    if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(
             f"{where}: `{name}` must have a floating dtype; got {dtype}. "
             f"Convert it with {name}.astype(jnp.float32) (and divide uint8 images by 255)."

@@ -1,0 +1,274 @@
+"""cnnlib.pool against the NumPy loops in cnnlib.reference and raw lax.reduce_window: values,
+the reshape fast path (values and gradients, ties included), blur_pool, errors."""
+
+from __future__ import annotations
+
+import doctest
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from jax import lax
+from jax.test_util import check_grads
+
+from cnnlib import (
+    avg_pool,
+    binomial_filter,
+    blur_pool,
+    global_avg_pool,
+    global_max_pool,
+    max_pool,
+    reference,
+)
+
+
+def normal(shape, seed=0, dtype=np.float32):
+    return np.random.default_rng(seed).normal(size=shape).astype(dtype)
+
+
+@st.composite
+def pool_cases(draw):
+    """(x, window, stride, padding); every padding amount is smaller than the window."""
+    window = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    stride = draw(st.one_of(st.none(), st.tuples(st.integers(1, 3), st.integers(1, 3))))
+    form = draw(st.sampled_from(["VALID", "same", "int", "pair", "pairs"]))
+    if form == "int":
+        padding = draw(st.integers(0, min(window) - 1))
+        pads = ((padding,) * 2,) * 2
+    elif form == "pair":
+        padding = tuple(draw(st.integers(0, k - 1)) for k in window)
+        pads = tuple((p, p) for p in padding)
+    elif form == "pairs":
+        padding = tuple((draw(st.integers(0, k - 1)), draw(st.integers(0, k - 1))) for k in window)
+        pads = padding
+    else:
+        padding, pads = form, ((0, 0), (0, 0))
+    low = [max(1, k - sum(p)) for k, p in zip(window, pads)]
+    h, w = draw(st.integers(low[0], low[0] + 6)), draw(st.integers(low[1], low[1] + 6))
+    x = normal((draw(st.integers(1, 2)), h, w, draw(st.integers(1, 3))), draw(st.integers(0, 2**16)))
+    return x, window, stride, padding
+
+
+@given(pool_cases())
+def test_max_pool_equals_loop_reference(case):
+    x, window, stride, padding = case
+    y = max_pool(jnp.asarray(x), window, stride, padding)
+    expected = reference.max_pool(x, window, stride, padding)
+    assert y.shape == expected.shape
+    np.testing.assert_array_equal(y, expected.astype(np.float32))  # max only selects: exact
+
+
+@given(pool_cases(), st.booleans())
+def test_avg_pool_equals_loop_reference(case, count_include_pad):
+    x, window, stride, padding = case
+    y = avg_pool(jnp.asarray(x), window, stride, padding, count_include_pad)
+    expected = reference.avg_pool(x, window, stride, padding, count_include_pad)
+    assert y.shape == expected.shape
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_padding_semantics():
+    x = jnp.full((1, 3, 3, 1), -5.0)
+    # -inf padding: a padded position never wins, even against negative values.
+    assert np.all(max_pool(x, 2, 1, ((1, 0), (1, 0))) == -5.0)
+    # count_include_pad=True divides by kh * kw, so the zero padding dilutes the border.
+    corner = avg_pool(x, 2, 1, ((1, 0), (1, 0)))[0, 0, 0, 0]
+    assert corner == -5.0 / 4
+    assert np.all(avg_pool(x, 2, 1, ((1, 0), (1, 0)), count_include_pad=False) == -5.0)
+
+
+# ---------------------------------------------------------------- the reshape fast path
+
+
+def raw_max_pool(x, k):
+    return lax.reduce_window(x, -jnp.inf, lax.max, (1, k, k, 1), (1, k, k, 1), "VALID")
+
+
+def raw_avg_pool(x, k):
+    return lax.reduce_window(x, 0.0, lax.add, (1, k, k, 1), (1, k, k, 1), "VALID") / k**2
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 5))
+def values_grads_tangents(ours, raw, x, cotangent, tangent, k):
+    """(value, gradient of <value, cotangent>, jvp along tangent) for ours and for raw."""
+    out = []
+    for f in (functools.partial(ours, window=k), lambda x: raw(x, k)):
+        y, vjp = jax.vjp(f, x)
+        out.append((y, vjp(cotangent)[0], jax.jvp(f, (x,), (tangent,))[1]))
+    return out
+
+
+@given(
+    k=st.integers(1, 3),
+    blocks=st.sampled_from([(1, 1), (2, 3)]),  # few shapes: each one compiles
+    c=st.sampled_from([1, 2]),
+    levels=st.integers(2, 4),
+    seed=st.integers(0, 2**16),
+)
+def test_fast_path_values_and_gradients_equal_reduce_window(k, blocks, c, levels, seed):
+    # Few distinct values, so most windows have tied maxima: the gradient must still go where
+    # reduce_window sends it (the first maximum in row-major window order).
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.integers(0, levels, (2, blocks[0] * k, blocks[1] * k, c)), jnp.float32)
+    cotangent = jnp.asarray(rng.normal(size=(2, *blocks, c)), jnp.float32)
+    tangent = jnp.asarray(rng.normal(size=x.shape), jnp.float32)
+    for ours, raw in [(max_pool, raw_max_pool), (avg_pool, raw_avg_pool)]:
+        (y, g, t), (y_raw, g_raw, t_raw) = values_grads_tangents(ours, raw, x, cotangent, tangent, k)
+        np.testing.assert_array_equal(y, y_raw)
+        np.testing.assert_array_equal(g, g_raw)
+        np.testing.assert_array_equal(t, t_raw)
+
+
+def test_fast_path_tie_rule_would_be_caught():
+    # jnp.max splits a tie's gradient; reduce_window gives it to the first maximum.
+    x = jnp.zeros((1, 2, 2, 1))
+    g = jax.grad(lambda x: max_pool(x, 2).sum())(x)
+    np.testing.assert_array_equal(g[0, :, :, 0], [[1.0, 0.0], [0.0, 0.0]])
+
+
+# ---------------------------------------------------------------- global pools, blur_pool
+
+
+def test_global_pools_equal_numpy():
+    x = normal((3, 5, 4, 6))
+    np.testing.assert_allclose(global_avg_pool(jnp.asarray(x)), x.mean(axis=(1, 2)), rtol=1e-6)
+    np.testing.assert_array_equal(global_max_pool(jnp.asarray(x)), x.max(axis=(1, 2)))
+    assert global_avg_pool(jnp.asarray(x)).shape == (3, 6)
+
+
+def pascal_row(size):
+    """Binomial coefficients by repeated convolution with [1, 1]: independent of math.comb."""
+    row = np.ones(1)
+    for _ in range(size - 1):
+        row = np.convolve(row, [1.0, 1.0])
+    return row
+
+
+@pytest.mark.parametrize("size", range(1, 8))
+def test_binomial_filter(size):
+    expected = np.outer(pascal_row(size), pascal_row(size))
+    np.testing.assert_allclose(binomial_filter(size), expected / expected.sum(), rtol=1e-6)
+    if size == 3:
+        np.testing.assert_array_equal(binomial_filter(3) * 16, [[1, 2, 1], [2, 4, 2], [1, 2, 1]])
+
+
+@given(
+    size=st.integers(1, 7),
+    stride=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    h=st.integers(4, 9),
+    w=st.integers(4, 9),
+    c=st.integers(1, 3),
+    seed=st.integers(0, 2**16),
+)
+def test_blur_pool_is_reflect_pad_then_depthwise_binomial(size, stride, h, w, c, seed):
+    x = normal((2, h, w, c), seed)
+    y = blur_pool(jnp.asarray(x), stride=stride, size=size)
+    # Zhang (2019)'s code: ReflectionPad2d([(size-1)//2, ceil((size-1)/2)] per axis), then
+    # conv2d(stride=stride, groups=C) with the normalised binomial filter on every channel.
+    pad = ((size - 1) // 2, math.ceil((size - 1) / 2))
+    xp = np.pad(x, ((0, 0), pad, pad, (0, 0)), mode="reflect")
+    f = np.outer(pascal_row(size), pascal_row(size))
+    w_depthwise = np.tile((f / f.sum())[:, :, None, None], (1, 1, 1, c))
+    expected = reference.conv2d(xp, w_depthwise, stride=stride, groups=c)
+    assert y.shape == (2, -(-h // stride[0]), -(-w // stride[1]), c) == expected.shape
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_blur_pool_facts():
+    x = jnp.asarray(normal((2, 8, 8, 3)))
+    np.testing.assert_allclose(blur_pool(jnp.full((1, 6, 6, 2), 3.0)), 3.0, rtol=1e-6)
+    np.testing.assert_array_equal(blur_pool(x, size=1), x[:, ::2, ::2])  # no filter
+    # Low-pass: a one-pixel-shifted image downsamples to nearly the same thing with the blur,
+    # but to very different values without it (aliasing).
+    stripes = jnp.tile(jnp.array([1.0, -1.0]), 4)[None, None, :, None] * jnp.ones((1, 8, 8, 1))
+    shifted = jnp.roll(stripes, 1, axis=2)
+    assert float(jnp.abs(stripes[:, ::2, ::2] - shifted[:, ::2, ::2]).max()) == 2.0
+    assert float(jnp.abs(blur_pool(stripes) - blur_pool(shifted)).max()) < 0.6
+
+
+# ---------------------------------------------------------------- transformations
+
+
+OPS = [
+    functools.partial(max_pool, window=2),  # fast path
+    functools.partial(max_pool, window=3, stride=2, padding="SAME"),
+    functools.partial(avg_pool, window=2),  # fast path
+    functools.partial(avg_pool, window=(3, 2), stride=1, padding=1, count_include_pad=False),
+    functools.partial(blur_pool, stride=2, size=4),
+    global_avg_pool,
+    global_max_pool,
+]
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_gradients_match_finite_differences(op, x64):
+    x = jnp.asarray(normal((2, 6, 6, 3), dtype=np.float64))  # distinct values: no ties
+    check_grads(op, (x,), order=2, modes=("fwd", "rev"))
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_jit_vmap_and_dtype(op, dtype):
+    x = jnp.asarray(normal((3, 2, 6, 6, 3)), dtype)
+    eager = jnp.stack([op(xi) for xi in x])
+    assert eager.dtype == dtype
+    np.testing.assert_array_equal(jax.jit(op)(x[0]), eager[0])
+    np.testing.assert_allclose(jax.vmap(op)(x), eager, rtol=1e-6)
+    g = jax.jit(jax.grad(lambda x: op(x).sum()))(x[0])
+    assert g.dtype == dtype and g.shape == x[0].shape
+
+
+# ---------------------------------------------------------------- errors
+
+
+X = jnp.zeros((2, 8, 8, 3))
+
+
+@pytest.mark.parametrize("name, op", [("max_pool", max_pool), ("avg_pool", avg_pool)])
+@pytest.mark.parametrize(
+    "x, args, error, match",
+    [
+        (jnp.zeros((8, 8)), (2,), ValueError, r"`x` must have shape \(N, H, W, C\); got \(8, 8\)\. Add axes with x\[None, \.\.\., None\]"),
+        (jnp.zeros((2, 8, 8, 3), jnp.uint8), (2,), TypeError, r"`x` must have a floating dtype; got uint8"),
+        (X, (0,), ValueError, r"`window` must be positive; got 0"),
+        (X, ((2, 2, 2),), ValueError, r"`window` must be an int or a pair \(h, w\); got \(2, 2, 2\) of length 3"),
+        (X, (2.0,), TypeError, r"`window` must be an int or a pair of ints"),
+        (X, (2, 0), ValueError, r"`stride` must be positive; got 0"),
+        (X, (2, 2, "FULL"), ValueError, r"`padding` must be one of \('VALID', 'SAME'\) \(any case\).*got 'FULL'"),
+        (X, (2, 2, -1), ValueError, r"`padding` must be non-negative; got -1"),
+        (X, (2, 2, 2), ValueError, r"`padding` must be smaller than `window` \(2, 2\) on every side.*got 2 -> \(\(2, 2\), \(2, 2\)\)"),
+        (X, (9,), ValueError, r"`window` must fit in the padded input \(H, W\) = \(8, 8\).*got window=\(9, 9\)"),
+    ],
+)
+def test_pool_errors(name, op, x, args, error, match):
+    with pytest.raises(error, match=rf"^{name}: " + match):
+        op(x, *args)
+
+
+def test_other_pool_errors():
+    with pytest.raises(TypeError, match=r"^avg_pool: `count_include_pad` must be True or False; got 1"):
+        avg_pool(X, 2, count_include_pad=1)
+    for f in (global_avg_pool, global_max_pool):
+        with pytest.raises(ValueError, match=rf"^{f.__name__}: `x` must have shape \(N, H, W, C\); got \(8, 8, 3\)"):
+            f(jnp.zeros((8, 8, 3)))
+    with pytest.raises(ValueError, match=r"^blur_pool: `x` must have shape \(N, H, W, C\); got \(8, 8\)"):
+        blur_pool(jnp.zeros((8, 8)))
+    with pytest.raises(ValueError, match=r"^blur_pool: `size` must be between 1 and 7; got 8\. Use size=3"):
+        blur_pool(X, size=8)
+    with pytest.raises(ValueError, match=r"^blur_pool: `size` must be a positive int; got 0"):
+        blur_pool(X, size=0)
+    with pytest.raises(ValueError, match=r"^blur_pool: `stride` must be positive; got 0"):
+        blur_pool(X, stride=0)
+    with pytest.raises(TypeError, match=r"^binomial_filter: `size` must be a positive int; got 3\.0"):
+        binomial_filter(3.0)
+
+
+def test_docstring_examples():
+    import cnnlib.pool
+
+    failures, tried = doctest.testmod(cnnlib.pool, extraglobs={"jnp": jnp}, report=False)
+    assert tried >= 7 and failures == 0
