@@ -57,9 +57,7 @@ browser: $(STAMP)
 
 # Re-execute notebooks in place after changing them or cnnlib; commit the outputs.
 notebooks: $(STAMP)
-	$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
-	  --ExecutePreprocessor.timeout=600 --ExecutePreprocessor.record_timing=False \
-	  $(if $(NB),$(NB),$(NOTEBOOKS))
+	$(PY) tools/execute.py $(if $(NB),$(NB),$(NOTEBOOKS))
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_ops.py
