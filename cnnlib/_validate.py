@@ -93,6 +93,9 @@ def check_nhwc(x: Any, where: str, name: str = "x") -> None:
         )
     if len(shape) != 4:
         fix = _ADD_AXES.get(len(shape), "reshape it to (N, H, W, C)")
+        if len(shape) == 3 and shape[0] in (1, 3, 4) and shape[2] > 4:
+            # (3, 225, 225) is far more likely one channels-first image than 3 images of width 225.
+            fix += f"; it looks channels-first (C, H, W): use {name}.transpose(1, 2, 0)[None]"
         raise ValueError(
             f"{where}: `{name}` must have shape (N, H, W, C); got {tuple(shape)}. "
             f"Add axes with {fix}."
