@@ -20,5 +20,6 @@ from cnnlib.pool import (
 )
 
 # Layers, models, training (chapters 03-06): layers.py, models.py, train.py.
+from cnnlib import layers, train
 
 __version__ = "0.1.0"
