@@ -291,7 +291,7 @@ W = jnp.zeros((3, 3, 4, 6))
     [
         (jnp.zeros((8, 8)), W, {}, ValueError, r"`x` must have shape \(N, H, W, C\); got \(8, 8\)\. Add axes with x\[None, \.\.\., None\]"),
         (jnp.zeros((8, 8, 4)), W, {}, ValueError, r"`x` must have shape \(N, H, W, C\); got \(8, 8, 4\)\. Add axes with x\[None\] for one"),
-        (jnp.zeros((3, 9, 9)), W, {}, ValueError, r"got \(3, 9, 9\)\. .*it looks channels-first \(C, H, W\): use x\.transpose\(1, 2, 0\)\[None\]"),
+        (jnp.zeros((3, 9, 9)), W, {}, ValueError, r"`x` must have shape \(N, H, W, C\); got \(3, 9, 9\)\. .*it looks channels-first \(C, H, W\): use x\.transpose\(1, 2, 0\)\[None\]"),
         ([[1.0]], W, {}, TypeError, r"`x` must be an array"),
         (jnp.zeros((2, 8, 8, 4), jnp.int32), W, {}, TypeError, r"`x` must have a floating dtype; got int32"),
         (X, jnp.zeros((3, 3, 4)), {}, ValueError, r"`w` must be a 4-D HWIO kernel .* got shape \(3, 3, 4\)"),
