@@ -1,0 +1,207 @@
+"""What a computation costs: floating-point operations (FLOPs) counted, and time measured.
+
+Introduced in chapter 07, notebooks/07-performance-and-scaling.ipynb. A multiply-add counts as
+2 FLOPs, the convention of hardware peak figures and of XLA's own `cost_analysis()`, which the
+tests compare `conv2d_flops` with. Dividing a FLOP count by a measured time gives FLOP/s;
+dividing that by what a large matrix product reaches gives the fraction of the machine's peak.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from typing import Any, Callable
+
+import jax
+
+from cnnlib._validate import _is_int, check_positive_int, padding_pairs, positive_pair
+
+
+def matmul_flops(m: int, k: int, n: int) -> int:
+    """FLOPs of an (m, k) by (k, n) matrix product: m * n outputs, k multiply-adds each.
+
+    Example:
+        >>> matmul_flops(2, 3, 4)
+        48
+
+    Introduced in chapter 07, notebooks/07-performance-and-scaling.ipynb.
+    """
+    sizes = [check_positive_int(v, name, "matmul_flops") for v, name in ((m, "m"), (k, "k"),
+                                                                          (n, "n"))]
+    return 2 * math.prod(sizes)
+
+
+def conv2d_flops(
+    x_shape: Any,
+    w_shape: Any,
+    *,
+    stride: Any = 1,
+    padding: Any = "VALID",
+    dilation: Any = 1,
+    groups: int = 1,
+) -> int:
+    """FLOPs of `cnnlib.conv2d` computed directly: 2 * N * H' * W' * C_out * kh * kw * C_in / groups.
+
+    Each of the N * H' * W' * C_out outputs is a dot product of kh * kw * C_in / groups taps.
+    Taps that fall on padded zeros are counted, as im2col + GEMM computes them; XLA's
+    `cost_analysis()` leaves them out, so with padding its count is smaller (without padding
+    the two agree exactly).
+
+    Args:
+        x_shape: (N, H, W, in_channels).
+        w_shape: (kh, kw, in_channels // groups, out_channels).
+        stride, padding, dilation, groups: as in `cnnlib.conv2d` (zero padding strings
+            "VALID", "SAME", "FULL", or ints and pairs).
+
+    Returns:
+        The FLOP count, a Python int.
+
+    Raises:
+        TypeError: a shape is not a tuple of ints, or an argument has the wrong type.
+        ValueError: a shape has the wrong length or a non-positive entry, the channels do not
+            match, or the kernel does not fit in the padded input.
+
+    Example:
+        >>> conv2d_flops((1, 28, 28, 1), (5, 5, 1, 6))  # LeNet's first layer: 24 x 24 x 6 x 25
+        172800
+
+    Introduced in chapter 07, notebooks/07-performance-and-scaling.ipynb.
+    """
+    where = "conv2d_flops"
+    n, h, w, c = _check_shape(x_shape, "x_shape", "(N, H, W, C)", where)
+    kh, kw, c_group, out_channels = _check_shape(
+        w_shape, "w_shape", "(kh, kw, in_channels // groups, out_channels)", where
+    )
+    groups = check_positive_int(groups, "groups", where)
+    if c_group * groups != c or out_channels % groups:
+        raise ValueError(
+            f"{where}: `w_shape` must be (kh, kw, in_channels // groups, out_channels) with "
+            f"in_channels = {c} and groups = {groups}, out_channels divisible by groups; got "
+            f"{tuple(w_shape)}. Make w_shape[2] == {c} // {groups}."
+        )
+    stride = positive_pair(stride, "stride", where)
+    dilation = positive_pair(dilation, "dilation", where)
+    extent = (dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1)
+    pads = padding_pairs(padding, (h, w), extent, stride, where, ("VALID", "SAME", "FULL"))
+    out_hw = []
+    for size, k, s, (p0, p1) in zip((h, w), extent, stride, pads):
+        if k > size + p0 + p1:
+            raise ValueError(
+                f"{where}: the kernel (extent {extent}) must fit in the padded input "
+                f"{(h + sum(pads[0]), w + sum(pads[1]))}; got x_shape {tuple(x_shape)}, "
+                f"padding {padding!r}. Use padding=\"SAME\" or a smaller kernel."
+            )
+        out_hw.append((size + p0 + p1 - k) // s + 1)
+    return 2 * n * out_hw[0] * out_hw[1] * out_channels * kh * kw * c_group
+
+
+def fft_conv2d_flops(x_shape: Any, w_shape: Any, *, padding: Any = "VALID") -> int:
+    """Estimated FLOPs of `cnnlib.conv_algorithms.conv2d_fft`: O(n log n) transforms + products.
+
+    With the transform size ``(fh, fw) = (H_p + kh - 1, W_p + kw - 1)``, ``P = fh * fw`` and
+    a real FFT costing the usual estimate 2.5 * P * log2(P) (half the 5 P log2 P of a complex
+    radix-2 FFT): N * C_in forward transforms of `x`, C_in * C_out of `w`, N * C_out inverse
+    transforms, and N * C_in * C_out * fh * (fw // 2 + 1) complex multiply-adds (8 FLOPs each).
+    The kernel size enters only through the transform size, so for large kernels this grows
+    far more slowly than `conv2d_flops`.
+
+    Args:
+        x_shape: (N, H, W, in_channels).
+        w_shape: (kh, kw, in_channels, out_channels).
+        padding: as in `conv2d_flops`.
+
+    Returns:
+        The estimate, rounded to a Python int.
+
+    Raises:
+        TypeError, ValueError: as in `conv2d_flops`.
+
+    Example:
+        >>> fft_conv2d_flops((1, 8, 8, 1), (1, 1, 1, 1))  # 3 transforms of 64 points + 40 products
+        3200
+
+    Introduced in chapter 07, notebooks/07-performance-and-scaling.ipynb.
+    """
+    where = "fft_conv2d_flops"
+    conv2d_flops(x_shape, w_shape, padding=padding)  # the same checks (stride 1, groups 1)
+    n, h, w, c = x_shape
+    kh, kw, _, out_channels = w_shape
+    (top, bottom), (left, right) = padding_pairs(
+        padding, (h, w), (kh, kw), (1, 1), where, ("VALID", "SAME", "FULL")
+    )
+    fh, fw = h + top + bottom + kh - 1, w + left + right + kw - 1
+    points = fh * fw
+    transforms = n * c + c * out_channels + n * out_channels
+    products = n * c * out_channels * fh * (fw // 2 + 1)  # one-sided spectrum of a real signal
+    return round(transforms * 2.5 * points * math.log2(points) + 8 * products)
+
+
+def benchmark(
+    fn: Callable,
+    *args: Any,
+    repeats: int = 5,
+    warmup: int = 1,
+    clock: Callable[[], float] = time.perf_counter,
+) -> float:
+    """Median wall-clock seconds of ``fn(*args)``, waiting for JAX's asynchronous results.
+
+    JAX returns before the device has finished; `jax.block_until_ready` waits, so the time is
+    that of the computation and not of its dispatch. The `warmup` calls first are not timed:
+    under `jax.jit` the first call traces and compiles. The median ignores the odd slow call
+    (another process, a garbage collection) that would skew a mean.
+
+    Args:
+        fn: the function to time.
+        *args: its arguments.
+        repeats: timed calls, >= 1.
+        warmup: untimed calls first, >= 0.
+        clock: returns seconds; `time.perf_counter` (tests pass a fake one).
+
+    Returns:
+        The median of the `repeats` times, in seconds.
+
+    Raises:
+        TypeError: `fn` is not callable, or `repeats` / `warmup` is not an int.
+        ValueError: `repeats` < 1 or `warmup` < 0.
+
+    Example:
+        >>> f = jax.jit(lambda a: a @ a)
+        >>> seconds = benchmark(f, jnp.ones((512, 512)), repeats=10)
+
+    Introduced in chapter 07, notebooks/07-performance-and-scaling.ipynb.
+    """
+    where = "benchmark"
+    if not callable(fn):
+        raise TypeError(
+            f"{where}: `fn` must be callable; got {type(fn).__name__}. Pass the function, e.g. "
+            f"benchmark(f, x), not its result benchmark(f(x))."
+        )
+    repeats = check_positive_int(repeats, "repeats", where)
+    if not _is_int(warmup) or warmup < 0:
+        raise (TypeError if not _is_int(warmup) else ValueError)(
+            f"{where}: `warmup` must be an int >= 0; got {warmup!r}. Use warmup=1 to leave the "
+            f"compiling first call out."
+        )
+    for _ in range(warmup):
+        jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        start = clock()
+        jax.block_until_ready(fn(*args))
+        times.append(clock() - start)
+    return statistics.median(times)
+
+
+def _check_shape(shape, name, layout, where):
+    if not isinstance(shape, (tuple, list)) or not all(_is_int(v) for v in shape):
+        got = repr(shape) if isinstance(shape, (tuple, list)) else type(shape).__name__
+        raise TypeError(
+            f"{where}: `{name}` must be a tuple of ints {layout}; got {got}. Pass the "
+            f"array's .shape."
+        )
+    if len(shape) != 4 or min(shape) < 1:
+        raise ValueError(
+            f"{where}: `{name}` must be 4 positive ints {layout}; got {tuple(shape)}."
+        )
+    return tuple(int(v) for v in shape)
