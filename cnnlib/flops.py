@@ -41,7 +41,7 @@ def conv2d_flops(
     dilation: Any = 1,
     groups: int = 1,
 ) -> int:
-    """FLOPs of `cnnlib.conv2d` computed directly: 2 * N * H' * W' * C_out * kh * kw * C_in / groups.
+    """FLOPs of a direct convolution: 2 * N * H' * W' * C_out * kh * kw * C_in / groups.
 
     Each of the N * H' * W' * C_out outputs is a dot product of kh * kw * C_in / groups taps.
     Taps that fall on padded zeros are counted, as im2col + GEMM computes them; XLA's
