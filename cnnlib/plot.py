@@ -92,9 +92,10 @@ def image_grid(
     ncols = min(check_positive_int(ncols, "ncols", where), n)
     texts = _label_texts(labels, n, class_names, where)
     nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(
-        nrows, ncols, figsize=(1.3 * ncols, 1.5 * nrows), squeeze=False
-    )
+    lines = max((text.count("\n") + 1 for text in texts), default=0) if texts else 0
+    # Each row: the image (1.2 in) plus 0.2 in per line of its label; 0.5 in for the title.
+    height = nrows * (1.25 + 0.2 * lines) + (0.5 if title is not None else 0.0)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.3 * ncols, height), squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < n:
@@ -205,7 +206,7 @@ def plot_confusion(
     ax.set_xticks(range(k), names, rotation=45, ha="right")
     ax.set_yticks(range(k), names)
     ax.set(xlabel="predicted class", ylabel="true class", title=title)
-    fig.colorbar(image, ax=ax, label="examples (log scale)")
+    fig.colorbar(image, ax=ax, label="examples (log scale)", fraction=0.046, pad=0.04)
     fig.tight_layout()
     return fig
 
