@@ -173,7 +173,7 @@ def linear_probe(
     *,
     steps: int = 300,
     learning_rate: float = 0.01,
-    weight_decay: float = 1e-4,
+    weight_decay: float = 1e-2,
 ) -> ProbeResult:
     """Fit a softmax-regression classifier on frozen features; report its accuracies.
 
