@@ -31,7 +31,6 @@ compiles one small program per distinct shape, which was measured at 5 s for a s
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any, Callable, NamedTuple
 
@@ -195,14 +194,9 @@ def Conv(
         w = _param(params, "w", where)
         _check_channels(x, w.shape[2] * groups, where, f"params['w'] has shape {w.shape}")
         b = _param(params, "b", where) if use_bias else None
-        conv = functools.partial(
-            conv2d, stride=stride, padding=padding, dilation=dilation, groups=groups
-        )
-        if x.shape[3] == 1 and groups == 1:
-            jax.eval_shape(conv, x, w, b)  # conv2d's checks and messages, no computation
-            y = _conv_one_channel(x, w, stride, padding, dilation)
-            return y if b is None else y + b
-        return conv(x, w, b)
+        # conv2d is lax's convolution. Multiply-add and patch-matmul versions for in_channels=1
+        # were measured slower inside a whole LeNet-5 train step (benchmarks/README.md).
+        return conv2d(x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups)
 
     config = dict(
         out_channels=out_channels, kernel_size=kernel_size, stride=stride, padding=padding,
@@ -615,43 +609,6 @@ def _spatial_out(in_hw, kernel_size, stride, padding, dilation, where):
             )
         out.append(conv_output_size(n, k, s, p, d))
     return tuple(out)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _conv_one_channel(x, w, stride, padding, dilation):
-    """`conv2d` for in_channels = 1 as kh * kw shifted multiply-adds (equal up to rounding).
-
-    XLA:CPU's convolution is slow when in_channels = 1 (4 ms for LeNet's first layer at batch
-    128, against 0.5 ms for this loop fusion, benchmarks/README.md). Its gradient is slow the
-    other way round (25 separate reductions), so the backward pass is conv2d's own.
-    """
-    (kh, kw), (dh, dw), (sh, sw) = w.shape[:2], dilation, stride
-    extent = (dh * (kh - 1) + 1, dw * (kw - 1) + 1)
-    pads = padding_pairs(padding, x.shape[1:3], extent, stride, "Conv")
-    x = jnp.pad(x, ((0, 0), *pads, (0, 0)), mode="wrap" if padding == "CIRCULAR" else "constant")
-    ho, wo = (x.shape[1] - extent[0]) // sh + 1, (x.shape[2] - extent[1]) // sw + 1
-    y = 0.0
-    for u in range(kh):
-        for v in range(kw):
-            tap = x[:, u * dh : u * dh + (ho - 1) * sh + 1 : sh,
-                    v * dw : v * dw + (wo - 1) * sw + 1 : sw, :]  # (N, H_out, W_out, 1)
-            y = y + tap * w[u, v, 0]  # (N, H_out, W_out, C_out)
-    # Materialise y: otherwise XLA fuses the kh * kw-term sum into each consumer (ReLU, the
-    # pooling's gradient) and recomputes it there, which was measured 2x slower.
-    return jax.lax.optimization_barrier(y)
-
-
-def _conv_one_channel_fwd(x, w, stride, padding, dilation):
-    return _conv_one_channel(x, w, stride, padding, dilation), (x, w)
-
-
-def _conv_one_channel_bwd(stride, padding, dilation, residuals, dy):
-    x, w = residuals
-    conv = functools.partial(conv2d, stride=stride, padding=padding, dilation=dilation)
-    return jax.vjp(conv, x, w)[1](dy)  # (dx, dw), exactly conv2d's gradient
-
-
-_conv_one_channel.defvjp(_conv_one_channel_fwd, _conv_one_channel_bwd)
 
 
 def _patches(x, kernel_size, stride, padding, where):

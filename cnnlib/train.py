@@ -59,6 +59,7 @@ def cross_entropy(logits: Any, labels: Any) -> jax.Array:
     Introduced in chapter 06, notebooks/06-training.ipynb.
     """
     _check_logits_labels(logits, labels, "cross_entropy")
+    labels = jnp.asarray(labels)
     log_p = jax.nn.log_softmax(logits, axis=-1)  # (N, num_classes)
     return -jnp.mean(jnp.take_along_axis(log_p, labels[:, None].astype(jnp.int32), axis=1))
 
@@ -355,14 +356,16 @@ def _flatten(tree, prefix, where):
     if not isinstance(tree, dict):
         raise TypeError(
             f"{where}: params must be nested dicts of arrays; got {type(tree).__name__} at "
-            f"{prefix or 'the top'}. Convert lists or tuples to dicts with string keys."
+            f"{repr(prefix) if prefix else 'the top'}. Convert lists or tuples to dicts with "
+            f"string keys."
         )
     flat = {}
     for key, value in tree.items():
         if not isinstance(key, str) or not key or "/" in key or key == _DTYPES_KEY:
             raise (TypeError if not isinstance(key, str) else ValueError)(
                 f"{where}: every key must be a non-empty string without '/' (it joins nested "
-                f"keys) other than {_DTYPES_KEY!r}; got {key!r} under {prefix or 'the top'}. "
+                f"keys) other than {_DTYPES_KEY!r}; got {key!r} under "
+                f"{repr(prefix) if prefix else 'the top'}. "
                 f"Rename it."
             )
         name = f"{prefix}/{key}" if prefix else key

@@ -1,36 +1,301 @@
-"""Tests for cnnlib.train: loss, accuracy, fit determinism and history, checkpoints."""
+"""cnnlib.train against closed forms and NumPy: loss, accuracy, one optimiser step, fit
+(determinism, history, learning), evaluate, checkpoints, data-parallel training on 4 devices."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from cnnlib import train
-from cnnlib.layers import Dense, Flatten, init_params, serial
+from cnnlib.layers import Conv, Dense, Flatten, MaxPool, Relu, init_params, param_shapes, serial
 
 
-def _tiny():
-    model = serial(Flatten(), Dense(5))
+def log_softmax64(logits):
+    z = np.asarray(logits, np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def blobs(n=96, seed=0):
+    """Three well separated Gaussian blobs as 4x4 one-channel "images"."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    centres = rng.normal(size=(3, 16)) * 3
+    x = (centres[y] + rng.normal(size=(n, 16))).astype(np.float32).reshape(n, 4, 4, 1)
+    return x, y
+
+
+def linear_model():
+    model = serial(Flatten(), Dense(3, w_init="lecun"))
     _, params = init_params(model, jax.random.key(0), (-1, 4, 4, 1))
+    return model, params
+
+
+# --- Loss and accuracy --------------------------------------------------------------------------
+
+
+def test_cross_entropy_and_accuracy_equal_numpy():
     rng = np.random.default_rng(0)
-    x = rng.random((32, 4, 4, 1), dtype=np.float32)
-    y = rng.integers(0, 5, 32)
-    return model, params, x, y
+    logits = rng.normal(size=(50, 7)).astype(np.float32) * 3
+    labels = rng.integers(0, 7, 50)
+    want = -np.mean(log_softmax64(logits)[np.arange(50), labels])
+    np.testing.assert_allclose(float(train.cross_entropy(logits, labels)), want, rtol=1e-6)
+    want_acc = np.mean(logits.argmax(axis=1) == labels)
+    assert float(train.accuracy(jnp.asarray(logits), jnp.asarray(labels))) == pytest.approx(want_acc)
 
 
-def test_fit_same_key_same_params():
-    model, params, x, y = _tiny()
-    runs = [train.fit(model.apply, params, optax.adam(1e-2), (x, y), epochs=2, batch_size=8,
-                      key=jax.random.key(1), progress=False) for _ in range(2)]
-    for a, b in zip(jax.tree.leaves(runs[0][0]), jax.tree.leaves(runs[1][0])):
-        np.testing.assert_array_equal(a, b)
-    assert set(runs[0][1]) == {"loss", "accuracy"} and len(runs[0][1]["loss"]) == 2
+def test_cross_entropy_is_stable_for_huge_logits():
+    logits = jnp.array([[1e4, 0.0, -1e4], [0.0, 3e4, 0.0]], jnp.float32)
+    labels = jnp.array([1, 1])
+    loss = float(train.cross_entropy(logits, labels))
+    assert loss == pytest.approx(1e4 / 2)  # first row costs 1e4, the second 0
+    assert float(train.cross_entropy(jnp.zeros((4, 10)), jnp.arange(4))) == pytest.approx(
+        np.log(10))
 
 
-def test_save_load_round_trip(tmp_path):
-    _, params, _, _ = _tiny()
-    train.save_params(tmp_path / "p.npz", params)
-    back = train.load_params(tmp_path / "p.npz", like=params)
+def test_loss_errors():
+    with pytest.raises(ValueError, match=r"cross_entropy: `logits` must have shape \(N, "
+                       r"num_classes\) and `labels` shape \(N,\); got \(4, 3\) and \(4, 3\)\. "
+                       r"Pass integer labels, not one-hot\."):
+        train.cross_entropy(jnp.zeros((4, 3)), jnp.eye(3)[jnp.array([0, 1, 2, 0])])
+    with pytest.raises(TypeError, match=r"accuracy: `labels` must be integers \(class indices\); "
+                       r"got float32\."):
+        train.accuracy(jnp.zeros((2, 3)), jnp.zeros(2))
+
+
+# --- One step against the closed-form gradient ---------------------------------------------------
+
+
+def test_train_step_sgd_equals_closed_form_gradient():
+    """Softmax regression: dL/dW = x^T (softmax - onehot) / N, dL/db = mean(softmax - onehot)."""
+    model, params = linear_model()
+    x, y = blobs(16)
+    step = train.make_train_step(model.apply, optax.sgd(0.1))
+    new, _, loss, acc = step(params, optax.sgd(0.1).init(params), x, y)
+    w, b = np.asarray(params["1_dense"]["w"], np.float64), np.asarray(params["1_dense"]["b"])
+    xf = x.reshape(16, -1).astype(np.float64)
+    log_p = log_softmax64(xf @ w + b)
+    delta = (np.exp(log_p) - np.eye(3)[y]) / 16  # (N, 3)
+    np.testing.assert_allclose(new["1_dense"]["w"], w - 0.1 * xf.T @ delta, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(new["1_dense"]["b"], b - 0.1 * delta.sum(0), rtol=1e-4, atol=1e-6)
+    assert float(loss) == pytest.approx(-log_p[np.arange(16), y].mean(), rel=1e-5)
+    assert float(acc) == pytest.approx(np.mean(log_p.argmax(1) == y))
+
+
+def test_make_train_step_errors():
+    with pytest.raises(TypeError, match=r"make_train_step: `apply` must be a function "
+                       r"apply\(params, x\) -> logits; got dict\. Pass model\.apply\."):
+        train.make_train_step({}, optax.adam(1e-3))
+    with pytest.raises(TypeError, match=r"make_train_step: `optimizer` must be an optax "
+                       r"GradientTransformation; got float\. Use e\.g\. optax\.adam\(1e-3\)\."):
+        train.make_train_step(lambda p, x: x, 1e-3)
+
+
+# --- fit ----------------------------------------------------------------------------------------
+
+
+def test_fit_is_deterministic_and_learns():
+    model, params = linear_model()
+    x, y = blobs(96)
+    before = jax.tree.map(np.array, params)
+
+    def run(seed):
+        return train.fit(model.apply, params, optax.adam(0.05), (x, y), epochs=4, batch_size=16,
+                         key=jax.random.key(seed), eval_data=blobs(40, seed=1), progress=False)
+
+    (p1, h1), (p2, h2), (p3, _) = run(1), run(1), run(2)
+    for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p2)):
+        np.testing.assert_array_equal(a, b)  # the same key: bit for bit
+    assert not np.array_equal(p1["1_dense"]["w"], p3["1_dense"]["w"])  # the key sets the order
+    assert h1 == h2
+    assert set(h1) == {"loss", "accuracy", "eval_loss", "eval_accuracy"}
+    assert all(len(v) == 4 and all(isinstance(f, float) for f in v) for v in h1.values())
+    assert h1["loss"][-1] < h1["loss"][0] and h1["accuracy"][-1] >= 0.9  # separable blobs
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(before)):
+        np.testing.assert_array_equal(a, b)  # the initial params are not modified
+    # The eval entries are what evaluate() gives for the final params.
+    final = train.evaluate(model.apply, p1, *blobs(40, seed=1))
+    assert (h1["eval_loss"][-1], h1["eval_accuracy"][-1]) == pytest.approx(final)
+
+
+def test_fit_history_without_eval_and_progress_bar(capsys):
+    model, params = linear_model()
+    x, y = blobs(20)
+    _, history = train.fit(model.apply, params, optax.sgd(0.1), (x, y), epochs=1,
+                           batch_size=8, key=jax.random.key(0), progress=True)
+    assert set(history) == {"loss", "accuracy"}
+    assert "2/2" in capsys.readouterr().err  # 20 // 8 = 2 steps, on stderr (tqdm)
+    train.fit(model.apply, params, optax.sgd(0.1), (x, y), epochs=1, batch_size=8,
+              key=jax.random.key(0), progress=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_fit_errors():
+    model, params = linear_model()
+    x, y = blobs(20)
+    key = jax.random.key(0)
+
+    def fit(data=(x, y), **kw):
+        kw = {"epochs": 1, "batch_size": 8, "key": key, "progress": False, **kw}
+        return train.fit(model.apply, params, optax.sgd(0.1), data, **kw)
+
+    with pytest.raises(TypeError, match=r"fit: x in `train_data` must be a float array; got "
+                       r"uint8\. Convert uint8 images with cnnlib\.data\.to_float\(x\)"):
+        fit(((x * 10).astype(np.uint8), y))
+    with pytest.raises(TypeError, match=r"fit: y in `train_data` must be integer class labels "
+                       r"of shape \(N,\); got float64 of shape \(20,\)"):
+        fit((x, y.astype(np.float64)))
+    with pytest.raises(ValueError, match=r"fit: x and y in `train_data` must have the same "
+                       r"non-zero length; got 20 and 19\."):
+        fit((x, y[:19]))
+    with pytest.raises(TypeError, match=r"fit: `train_data` must be a pair \(x, y\); got ndarray"):
+        fit(x)
+    with pytest.raises(TypeError, match=r"fit: x in `eval_data` must be a float array"):
+        fit(eval_data=(x.astype(np.int32), y))
+    with pytest.raises(ValueError, match=r"fit: `batch_size` must be at most the number of "
+                       r"examples 20; got 32\. Use batch_size=20 or more data\."):
+        fit(batch_size=32)
+    with pytest.raises(ValueError, match=r"fit: `epochs` must be a positive int; got 0\."):
+        fit(epochs=0)
+    with pytest.raises(TypeError, match=r"fit: `optimizer` must be an optax "
+                       r"GradientTransformation; got function"):
+        train.fit(model.apply, params, optax.sgd, (x, y), epochs=1, batch_size=8, key=key)
+
+
+# --- evaluate -----------------------------------------------------------------------------------
+
+
+def test_evaluate_is_exact_for_any_n():
+    model, params = linear_model()
+    x, y = blobs(37)
+    log_p = log_softmax64(model.apply(params, x))
+    want = (-log_p[np.arange(37), y].mean(), np.mean(log_p.argmax(1) == y))
+    for batch_size in (10, 37, 1000):  # a padded last batch, one batch, more than N
+        loss, acc = train.evaluate(model.apply, params, x, y, batch_size=batch_size)
+        assert loss == pytest.approx(want[0], rel=1e-5) and acc == pytest.approx(want[1])
+        assert isinstance(loss, float) and isinstance(acc, float)
+    with pytest.raises(TypeError, match=r"evaluate: `batch_size` must be a positive int; got "
+                       r"'10' of type str\."):
+        train.evaluate(model.apply, params, x, y, batch_size="10")
+
+
+# --- Checkpoints --------------------------------------------------------------------------------
+
+
+def test_save_load_round_trip_is_exact(tmp_path):
+    model = serial(Conv(4, 3), Relu(), MaxPool(2), Flatten(), Dense(3))
+    _, params = init_params(model, jax.random.key(0), (-1, 8, 8, 1))
+    params["extra"] = {"half": jnp.arange(5, dtype=jnp.float16) / 3,
+                       "bf16": jnp.arange(4, dtype=jnp.bfloat16) / 3,
+                       "step": np.int32(7) * np.ones((), np.int32)}
+    path = tmp_path / "ckpt.npz"
+    train.save_params(path, params)
+    back = train.load_params(path, like=params)
+    assert jax.tree.structure(back) == jax.tree.structure(params)
     for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(back)):
-        np.testing.assert_array_equal(a, b)
+        assert np.asarray(a).dtype == b.dtype and np.asarray(a).shape == b.shape
+        np.testing.assert_array_equal(np.asarray(a), b)
+    # Plain NumPy reads the file without pickle: every entry is a plain array.
+    with np.load(path, allow_pickle=False) as data:
+        assert "0_conv/w" in data.files and data["0_conv/w"].shape == (3, 3, 1, 4)
+    # `like` may be shapes only (param_shapes), and the model runs on what was loaded.
+    _, shapes = param_shapes(model, (-1, 8, 8, 1))
+    del params["extra"]
+    train.save_params(path, params)
+    loaded = train.load_params(path, like=shapes)
+    x = jnp.ones((2, 8, 8, 1))
+    np.testing.assert_array_equal(model.apply(loaded, x), model.apply(params, x))
+    assert not list(tmp_path.glob(".params.*"))  # no temporary file left behind
+
+
+def test_load_params_mismatch_errors(tmp_path):
+    path = tmp_path / "p.npz"
+    train.save_params(path, {"0_conv": {"w": np.zeros((3, 3, 1, 4), np.float32)}})
+    with pytest.raises(ValueError, match=r"load_params: .*p\.npz does not match `like`: missing "
+                       r"keys \['0_conv/b'\], extra keys \[\]\. Load it with like=None"):
+        train.load_params(path, like={"0_conv": {"w": np.zeros((3, 3, 1, 4), np.float32),
+                                                 "b": np.zeros(4, np.float32)}})
+    with pytest.raises(ValueError, match=r"load_params: .*p\.npz entry '0_conv/w' has shape "
+                       r"\(3, 3, 1, 4\) and dtype float32; `like` has shape \(5, 5, 1, 4\) and "
+                       r"dtype float32\. The file was saved from a different model"):
+        train.load_params(path, like={"0_conv": {"w": np.zeros((5, 5, 1, 4), np.float32)}})
+    with pytest.raises(ValueError, match=r"entry '0_conv/w' has shape \(3, 3, 1, 4\) and dtype "
+                       r"float32; `like` has shape \(3, 3, 1, 4\) and dtype float16"):
+        train.load_params(path, like={"0_conv": {"w": np.zeros((3, 3, 1, 4), np.float16)}})
+
+
+def test_save_params_errors(tmp_path):
+    with pytest.raises(ValueError, match=r"save_params: every key must be a non-empty string "
+                       r"without '/' .*; got 'a/b' under the top\. Rename it\."):
+        train.save_params(tmp_path / "p.npz", {"a/b": np.zeros(2)})
+    with pytest.raises(TypeError, match=r"save_params: every key must be .*; got 3 under "
+                       r"'layer'"):
+        train.save_params(tmp_path / "p.npz", {"layer": {3: np.zeros(2)}})
+    with pytest.raises(TypeError, match=r"save_params: params must be nested dicts of arrays; "
+                       r"got list at 'layer/w'\. Convert it with np\.asarray\."):
+        train.save_params(tmp_path / "p.npz", {"layer": {"w": [1.0, 2.0]}})
+    with pytest.raises(TypeError, match=r"save_params: params must be nested dicts of arrays; "
+                       r"got list at the top"):
+        train.save_params(tmp_path / "p.npz", [np.zeros(2)])
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+# --- Data parallelism on 4 (simulated) devices ---------------------------------------------------
+
+FOUR_DEVICES = textwrap.dedent("""
+    import os
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    import json
+    import jax, numpy as np, optax
+    from cnnlib import train
+    from cnnlib.layers import Conv, Dense, Flatten, MaxPool, Relu, init_params, serial
+
+    assert len(jax.devices()) == 4, jax.devices()
+    model = serial(Conv(4, 3, padding="SAME"), Relu(), MaxPool(2), Flatten(), Dense(3))
+    _, params = init_params(model, jax.random.key(0), (-1, 8, 8, 1))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 8, 8, 1)).astype(np.float32)
+    y = rng.integers(0, 3, 64)
+    kw = dict(epochs=2, batch_size=16, key=jax.random.key(1), progress=False)
+    sharded, h4 = train.fit(model.apply, params, optax.adam(1e-2), (x, y), **kw)
+    single, h1 = train.fit(model.apply, params, optax.adam(1e-2), (x, y),
+                           devices=jax.devices()[:1], **kw)
+    leaf = jax.tree.leaves(sharded)[0]
+    assert len(leaf.sharding.device_set) == 4, leaf.sharding
+    diff = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+               for a, b in zip(jax.tree.leaves(sharded), jax.tree.leaves(single)))
+    moved = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+                for a, b in zip(jax.tree.leaves(sharded), jax.tree.leaves(params)))
+    try:
+        train.fit(model.apply, params, optax.adam(1e-2), (x, y), epochs=1, batch_size=18,
+                  key=jax.random.key(1), progress=False)
+        message = "no error"
+    except ValueError as error:
+        message = str(error)
+    print(json.dumps(dict(diff=diff, moved=moved, loss4=h4["loss"], loss1=h1["loss"],
+                          message=message)))
+""")
+
+
+def test_sharded_training_equals_single_device():
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env.pop("XLA_FLAGS", None)
+    out = subprocess.run([sys.executable, "-c", FOUR_DEVICES], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    fields = json.loads(out.stdout.splitlines()[-1])
+    diff, moved = fields["diff"], fields["moved"]
+    assert moved > 1e-3  # training changed the parameters...
+    assert diff <= 1e-5  # ...and 4 devices changed them as 1 device did
+    assert fields["message"] == (
+        "fit: `batch_size` must be divisible by the number of devices 4 (each gets an equal "
+        "share); got 18. Use batch_size=16.")
