@@ -40,16 +40,17 @@ GLOBAL = frozenset({"flatten", "dense", "global_avg_pool", "global_max_pool"})
 class RFRecord(NamedTuple):
     """Receptive field of one layer's output units, per spatial axis as (h, w) pairs.
 
-    Attributes:
-        index: position of the layer in the chain (0 is the first layer).
-        name: the layer's name ("conv", "max_pool", ...).
-        r: receptive field size (r_h, r_w) in input pixels; None once the chain has ended.
-        j: jump (effective stride): input pixels between neighbouring units; None likewise.
-        start: input coordinate (row, column) of the first pixel seen by unit (0, 0);
-            negative where it reaches into padding; None likewise.
-        out_hw: (H, W) of this layer's output when `in_shape` was given, else None.
-        spatial: False for Flatten, Dense, global pooling and every layer after them: their
-            outputs have no position, and each depends on every position before.
+    Fields:
+
+    - index: position of the layer in the chain (0 is the first layer).
+    - name: the layer's name ("conv", "max_pool", ...).
+    - r: receptive field size (r_h, r_w) in input pixels; None once the chain has ended.
+    - j: jump (effective stride): input pixels between neighbouring units; None likewise.
+    - start: input coordinate (row, column) of the first pixel seen by unit (0, 0);
+      negative where it reaches into padding; None likewise.
+    - out_hw: (H, W) of this layer's output when `in_shape` was given, else None.
+    - spatial: False for Flatten, Dense, global pooling and every layer after them: their
+      outputs have no position, and each depends on every position before.
 
     Introduced in chapter 05, notebooks/05-hierarchy.ipynb.
     """
@@ -66,7 +67,7 @@ class RFRecord(NamedTuple):
 def receptive_field(model: Any, in_shape: Any = None) -> list[RFRecord]:
     """Receptive field size, jump and start of every layer of a serial model (Araujo et al. 2019).
 
-    Walks ``model.config["layers"]`` (or a list of `Layer`s) without data. A layer whose config
+    Walks ``model.config["layers"]`` (or a list of Layers) without data. A layer whose config
     has ``kernel_size`` and ``stride`` (Conv, LocallyConnected, MaxPool, AvgPool, BlurPool) moves
     along H and W; a nested chain (MaxBlurPool, an inner `serial`) counts as one layer whose
     record composes its children; activations change nothing; Flatten, Dense and global pooling
@@ -74,7 +75,7 @@ def receptive_field(model: Any, in_shape: Any = None) -> list[RFRecord]:
     padding are counted like zero padding: the arithmetic is about positions of the padded array.
 
     Args:
-        model: a `Layer` (usually `serial(...)`) or a sequence of `Layer`s.
+        model: a `Layer` (usually ``serial(...)``) or a sequence of Layers.
         in_shape: optional (N, H, W, C). Needed only when "SAME"/"CIRCULAR" padding is used with
             a stride > 1 (its amounts depend on the size); with it, `out_hw` is filled in.
 
@@ -217,7 +218,7 @@ def perturbation_support(
 
 
 def effective_receptive_field(fn: Callable, in_shape: Sequence[int]) -> np.ndarray:
-    """|d y_centre / d x| summed over channels: how the centre unit's gradient spreads (Luo 2016).
+    """Absolute gradient of the centre unit, summed over channels: its spread (Luo et al. 2016).
 
     The cotangent is 1 at the centre position (H_out // 2, W_out // 2) of every output channel,
     the input is all zeros (for a linear or piecewise-linear network at 0 the gradient is the
