@@ -107,6 +107,13 @@ def test_image_grid_labels_names_and_strings():
     assert [ax.get_title() for ax in image_axes(fig)] == ["3", "1", "2"]
 
 
+def test_image_grid_makes_room_for_label_lines():
+    images = np.zeros((4, 4, 4))
+    one = image_grid(images, ["a"] * 4, ncols=2).get_size_inches()[1]
+    two = image_grid(images, ["a\nb"] * 4, ncols=2).get_size_inches()[1]
+    assert two > one > image_grid(images, ncols=2).get_size_inches()[1]
+
+
 def test_image_grid_colour_images():
     images = np.random.default_rng(0).random((2, 4, 4, 3))
     fig = image_grid(images)
