@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import tempfile
 import warnings
 from typing import Any, Callable, Sequence
@@ -33,6 +34,7 @@ with warnings.catch_warnings():
     # build environment; without this every notebook's output would carry that warning.
     warnings.simplefilter("ignore")
     from tqdm.auto import tqdm
+    from tqdm.notebook import tqdm as _widget_tqdm
 
 # Entries whose dtype NumPy cannot store without pickle (bfloat16, float8...) are saved as raw
 # bits; this entry records their real dtypes as "key=dtype" strings.
@@ -202,7 +204,13 @@ def fit(
     if eval_data is not None:
         history.update(eval_loss=[], eval_accuracy=[])
     steps = len(x) // batch_size
-    bar = tqdm(total=epochs * steps, disable=not progress, unit="step", desc="fit")
+    # Without a terminal or a notebook widget (a book build, a CI log) every redraw becomes a
+    # new line of output: redraw once per epoch (set_postfix) instead of ten times a second.
+    live = issubclass(tqdm, _widget_tqdm) or sys.stderr.isatty()
+    bar = tqdm(
+        total=epochs * steps, disable=not progress, unit="step", desc="fit",
+        mininterval=0.1 if live else 60.0,
+    )
     for epoch in range(epochs):
         order = np.asarray(jax.random.permutation(jax.random.fold_in(key, epoch), len(x)))
         losses, accs = [], []  # device scalars: no host sync inside the epoch
