@@ -1,8 +1,8 @@
 """Translations, and how far a function is from commuting with them.
 
-Introduced in chapter 4 ("Equivariance and invariance"). A function `f` is *equivariant*
-to translations when ``f(shift(x, dy, dx)) == shift(f(x), dy, dx)``, and *invariant* when
-``f(shift(x, dy, dx)) == f(x)``. This module measures both, on NHWC batches:
+Introduced in chapter 04, notebooks/04-equivariance-and-invariance.ipynb. A function `f` is
+*equivariant* to translations when ``f(shift(x, dy, dx)) == shift(f(x), dy, dx)``, and
+*invariant* when ``f(shift(x, dy, dx)) == f(x)``. This module measures both, on NHWC batches:
 
 - `shift`: translate images by whole pixels, circularly or filling with zeros;
 - `equivariance_error`: the relative distance between ``f(shift(x))`` and the nearest
@@ -52,6 +52,8 @@ def shift(x: Any, dy: Any, dx: Any, *, mode: str = "circular") -> jax.Array:
         [3.0, 0.0, 1.0, 2.0]
         >>> shift(x, 0, 1, mode="zeros")[0, 0, :, 0].tolist()
         [0.0, 0.0, 1.0, 2.0]
+
+    Introduced in chapter 04, notebooks/04-equivariance-and-invariance.ipynb.
     """
     check_nhwc(x, "shift")
     mode = _check_mode(mode, "shift")
@@ -91,6 +93,8 @@ def random_shifts(key: Any, n: int, max_shift: int) -> np.ndarray:
     Example:
         >>> random_shifts(jax.random.key(0), 3, 2).shape
         (3, 2)
+
+    Introduced in chapter 04, notebooks/04-equivariance-and-invariance.ipynb.
     """
     n = check_positive_int(n, "n", "random_shifts")
     max_shift = _check_nonnegative_int(max_shift, "max_shift", "random_shifts")
@@ -138,6 +142,8 @@ def equivariance_error(
         >>> x = jax.random.normal(jax.random.key(0), (1, 8, 8, 1))
         >>> equivariance_error(lambda v: 2 * v, x, 1, 3)
         0.0
+
+    Introduced in chapter 04, notebooks/04-equivariance-and-invariance.ipynb.
     """
     where = "equivariance_error"
     if not callable(f):
@@ -210,6 +216,8 @@ def shift_consistency(
         >>> x = jax.random.uniform(jax.random.key(0), (8, 6, 6, 3))
         >>> shift_consistency(lambda v: v.mean(axis=(1, 2)), x, max_shift=2, key=jax.random.key(1))
         1.0
+
+    Introduced in chapter 04, notebooks/04-equivariance-and-invariance.ipynb.
     """
     where = "shift_consistency"
     _check_callable(predict, "predict", where)
@@ -260,6 +268,8 @@ def accuracy_vs_shift(
         >>> x = jax.random.uniform(jax.random.key(0), (4, 6, 6, 1))
         >>> accuracy_vs_shift(lambda v: v.sum(axis=(1, 2)), x, np.zeros(4, int), [0, 2])
         array([1., 1.])
+
+    Introduced in chapter 04, notebooks/04-equivariance-and-invariance.ipynb.
     """
     where = "accuracy_vs_shift"
     _check_callable(predict, "predict", where)
