@@ -1,8 +1,11 @@
-"""cnnlib.plot: the confusion matrix against a NumPy loop, and what each figure draws."""
+"""cnnlib.plot: the confusion matrix against a NumPy loop, what each figure draws, and the
+offline animation player against matplotlib's own to_jshtml."""
 
 from __future__ import annotations
 
+import doctest
 import math
+import re
 
 import matplotlib
 
@@ -12,11 +15,19 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
+from matplotlib.animation import FuncAnimation
 from hypothesis import given
 from hypothesis import strategies as st
 
 from cnnlib.data import CLASS_NAMES
-from cnnlib.plot import confusion_matrix, image_grid, plot_confusion, plot_history
+from cnnlib.plot import (
+    ANIMATION_ICONS,
+    animation_html,
+    confusion_matrix,
+    image_grid,
+    plot_confusion,
+    plot_history,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -204,3 +215,66 @@ def test_plot_confusion_errors():
         plot_confusion(np.array([[1, -1], [0, 2]]))
     with pytest.raises(ValueError, match=r"plot_confusion: `class_names` must have one name per row of `matrix` \(2\); got 3"):
         plot_confusion(np.eye(2, dtype=int), ["a", "b", "c"])
+
+
+# --- animation_html ---
+
+FRAME = re.compile(r'"data:image/png;base64,([^"]+)"')
+
+
+@pytest.fixture
+def anim():
+    fig, ax = plt.subplots(figsize=(1, 1), dpi=20)
+    line = ax.plot([0, 1], [0, 0])[0]
+    yield FuncAnimation(fig, lambda t: line.set_ydata([0, t]), frames=4)
+    plt.close(fig)
+
+
+def test_no_off_site_url_and_no_font_awesome(anim):
+    html = animation_html(anim)
+    assert "maxcdn" in anim.to_jshtml()  # what there is to remove, in this matplotlib
+    assert not re.search(r"https?://", html)
+    assert "font-awesome" not in html and '<i class="fa' not in html
+
+
+def test_every_button_gets_its_symbol(anim):
+    html = animation_html(anim)
+    buttons = re.findall(r'<button title="([^"]+)"[^>]*>\s*([^<]*?)</button>', html)
+    assert len(buttons) == len(ANIMATION_ICONS) == 9
+    assert all(symbol.strip() for _, symbol in buttons)
+    assert dict(buttons)["Play"] == ANIMATION_ICONS["fa fa-play"]
+    assert dict(buttons)["Pause"] == ANIMATION_ICONS["fa fa-pause"]
+
+
+def test_frames_and_slider_are_matplotlibs(anim):
+    html = animation_html(anim)
+    plain = anim.to_jshtml()
+    assert FRAME.findall(html) == FRAME.findall(plain)
+    assert len(FRAME.findall(html)) == 4
+    assert 'type="range"' in html and "set_frame" in html
+
+
+@pytest.mark.parametrize("mode", ["once", "loop", "reflect"])
+def test_default_mode_is_checked(anim, mode):
+    html = animation_html(anim, default_mode=mode)
+    checked = re.findall(r'value="(\w+)" id="_anim_radio\d_\w+"\s*checked', html)
+    assert checked == [mode]
+
+
+def test_rejects_what_is_not_an_animation():
+    with pytest.raises(TypeError, match=r"animation_html: `anim` must be a matplotlib.*got str"):
+        animation_html("<html>")
+
+
+def test_rejects_unknown_mode(anim):
+    with pytest.raises(ValueError, match=r"animation_html: `default_mode` must be one of .*'bounce'"):
+        animation_html(anim, default_mode="bounce")
+    assert "set_frame" in animation_html(anim, default_mode="loop")  # rendered; nothing broken
+
+
+def test_animation_docstring_example_runs():
+    globs = {"plt": plt, "FuncAnimation": FuncAnimation, "animation_html": animation_html}
+    runner = doctest.DocTestRunner()
+    for test in doctest.DocTestFinder().find(animation_html, "animation_html", globs=globs):
+        runner.run(test)
+    assert runner.tries > 0 and runner.failures == 0
