@@ -503,7 +503,7 @@ def serial(*layers: Layer) -> Layer:
     keys follow the chain.
 
     Args:
-        *layers: `Layer`s, at least one.
+        *layers: `Layer` objects, at least one.
 
     Returns:
         A `Layer` named "serial" with ``config = {"layers": layers}``.

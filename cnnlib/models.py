@@ -41,7 +41,7 @@ HEADS = ("flatten", "global")
 
 
 def param_count(params: Any) -> int:
-    """Number of scalars in a pytree of arrays (or of `jax.ShapeDtypeStruct`s).
+    """Number of scalars in a pytree of arrays (or of `jax.ShapeDtypeStruct` leaves).
 
     Args:
         params: nested dicts of arrays, e.g. from `init_params` or `param_shapes`.

@@ -334,7 +334,7 @@ def load_params(path: str | os.PathLike, like: Any = None) -> dict:
 
     Args:
         path: the .npz file.
-        like: optional params (arrays or `jax.ShapeDtypeStruct`s, e.g. from
+        like: optional params (arrays or `jax.ShapeDtypeStruct` leaves, e.g. from
             `cnnlib.layers.param_shapes`) the file must match key for key, in shape and dtype.
 
     Returns:
