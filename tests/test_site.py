@@ -120,7 +120,8 @@ def test_page_loads_cleanly(page, server, browser):
 
     html = page.read_text(encoding="utf-8")
     if "math notranslate" in html:  # Sphinx's marker for a math node
-        tab.wait_for_selector("mjx-container", timeout=20_000)
+        # attached, not visible: the first formula may sit in a sidebar hidden at this width
+        tab.wait_for_selector("mjx-container", state="attached", timeout=20_000)
         text = tab.inner_text("article")
         assert "$$" not in text and "\\(" not in text, f"raw TeX left on {page.name}"
         unrendered = tab.eval_on_selector_all(
