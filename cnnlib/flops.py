@@ -16,6 +16,7 @@ from typing import Any, Callable
 import jax
 
 from cnnlib._validate import _is_int, check_positive_int, padding_pairs, positive_pair
+from cnnlib.conv import conv_output_size
 
 
 def matmul_flops(m: int, k: int, n: int) -> int:
@@ -85,14 +86,14 @@ def conv2d_flops(
     extent = (dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1)
     pads = padding_pairs(padding, (h, w), extent, stride, where, ("VALID", "SAME", "FULL"))
     out_hw = []
-    for size, k, s, (p0, p1) in zip((h, w), extent, stride, pads):
-        if k > size + p0 + p1:
+    for size, k, e, s, d, pad in zip((h, w), (kh, kw), extent, stride, dilation, pads):
+        if e > size + sum(pad):
             raise ValueError(
                 f"{where}: the kernel (extent {extent}) must fit in the padded input "
                 f"{(h + sum(pads[0]), w + sum(pads[1]))}; got x_shape {tuple(x_shape)}, "
                 f"padding {padding!r}. Use padding=\"SAME\" or a smaller kernel."
             )
-        out_hw.append((size + p0 + p1 - k) // s + 1)
+        out_hw.append(conv_output_size(size, k, s, pad, d))
     return 2 * n * out_hw[0] * out_hw[1] * out_channels * kh * kw * c_group
 
 
