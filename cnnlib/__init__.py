@@ -22,6 +22,6 @@ from cnnlib.pool import (
 # Layers, models, training (chapters 03-06): layers.py, models.py, train.py.
 from cnnlib import layers, models, train
 from cnnlib.models import param_count
-from cnnlib.train import evaluate, fit, load_params, save_params
+from cnnlib.train import evaluate, fit, load_params, random_shift, save_params
 
 __version__ = "0.1.0"

@@ -1,4 +1,5 @@
-"""Training: loss, accuracy, a jitted optimizer step, a fit loop, evaluation, checkpoints.
+"""Training: loss, accuracy, augmentation, a jitted optimizer step, a fit loop, evaluation,
+checkpoints.
 
 Introduced in chapter 06, notebooks/06-training.ipynb.
 
@@ -27,7 +28,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from cnnlib._validate import check_positive_int
+from cnnlib._validate import check_nhwc, check_positive_int
 
 with warnings.catch_warnings():
     # tqdm.auto warns (TqdmWarning) when ipywidgets is missing, as it is on purpose in the book's
@@ -41,15 +42,18 @@ with warnings.catch_warnings():
 _DTYPES_KEY = "__cnnlib_dtypes__"
 
 
-def cross_entropy(logits: Any, labels: Any) -> jax.Array:
+def cross_entropy(logits: Any, labels: Any, label_smoothing: float = 0.0) -> jax.Array:
     """Mean softmax cross-entropy with integer labels, computed stably with `log_softmax`.
 
     ``mean_n( logsumexp(logits[n]) - logits[n, labels[n]] )``; no exp overflows, whatever
-    the size of the logits.
+    the size of the logits. With label smoothing e the target is ``1 - e`` on the label plus
+    ``e / num_classes`` on every class (Szegedy et al. 2016), so the loss no longer rewards
+    pushing one logit without bound.
 
     Args:
         logits: array of shape (N, num_classes).
         labels: integer array of shape (N,), values in 0..num_classes - 1.
+        label_smoothing: e in [0, 1); 0 is the plain cross-entropy.
 
     Returns:
         A scalar (float, the dtype of `logits`).
@@ -61,9 +65,13 @@ def cross_entropy(logits: Any, labels: Any) -> jax.Array:
     Introduced in chapter 06, notebooks/06-training.ipynb.
     """
     _check_logits_labels(logits, labels, "cross_entropy")
+    e = _check_smoothing(label_smoothing, "cross_entropy")
     labels = jnp.asarray(labels)
     log_p = jax.nn.log_softmax(logits, axis=-1)  # (N, num_classes)
-    return -jnp.mean(jnp.take_along_axis(log_p, labels[:, None].astype(jnp.int32), axis=1))
+    nll = -jnp.take_along_axis(log_p, labels[:, None].astype(jnp.int32), axis=1)[:, 0]  # (N,)
+    if e:
+        nll = (1 - e) * nll - e * jnp.mean(log_p, axis=-1)
+    return jnp.mean(nll)
 
 
 def accuracy(logits: Any, labels: Any) -> jax.Array:
@@ -86,17 +94,27 @@ def accuracy(logits: Any, labels: Any) -> jax.Array:
     return jnp.mean(jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
 
 
-def make_train_step(apply: Callable, optimizer: optax.GradientTransformation) -> Callable:
+def make_train_step(
+    apply: Callable,
+    optimizer: optax.GradientTransformation,
+    *,
+    augment: Callable | None = None,
+    label_smoothing: float = 0.0,
+) -> Callable:
     """One jitted optimisation step on a batch.
 
     Args:
         apply: ``apply(params, x) -> logits`` of shape (N, num_classes).
         optimizer: any optax `GradientTransformation` (e.g. ``optax.adam(1e-3)``).
+        augment: optional ``augment(key, x) -> x`` applied to the batch inside the step, such
+            as ``functools.partial(random_shift, max_shift=1)``; the step then takes a key.
+        label_smoothing: passed to `cross_entropy`.
 
     Returns:
-        ``step(params, opt_state, x, y) -> (params, opt_state, loss, accuracy)``, jitted; loss
-        and accuracy are those of the batch before the update. With a batch sharded across
-        devices and replicated params, jit averages the gradients across devices itself.
+        ``step(params, opt_state, x, y) -> (params, opt_state, loss, accuracy)``, jitted, or
+        ``step(params, opt_state, x, y, key)`` with `augment`. Loss and accuracy are those of
+        the (augmented) batch before the update. With a batch sharded across devices and
+        replicated params, jit averages the gradients across devices itself.
 
     Example:
         >>> step = make_train_step(model.apply, optax.adam(1e-3))
@@ -104,24 +122,69 @@ def make_train_step(apply: Callable, optimizer: optax.GradientTransformation) ->
 
     Introduced in chapter 06, notebooks/06-training.ipynb.
     """
+    where = "make_train_step"
     if not callable(apply):
         raise TypeError(
-            f"make_train_step: `apply` must be a function apply(params, x) -> logits; got "
+            f"{where}: `apply` must be a function apply(params, x) -> logits; got "
             f"{type(apply).__name__}. Pass model.apply."
         )
-    _check_optimizer(optimizer, "make_train_step")
+    _check_optimizer(optimizer, where)
+    _check_augment(augment, where)
+    e = _check_smoothing(label_smoothing, where)
 
     def loss_fn(params, x, y):
         logits = apply(params, x)  # (N, num_classes)
-        return cross_entropy(logits, y), logits
+        return cross_entropy(logits, y, e), logits
 
-    @jax.jit
-    def step(params, opt_state, x, y):
+    def update(params, opt_state, x, y):
         (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, x, y)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss, accuracy(logits, y)
 
-    return step
+    if augment is None:
+        return jax.jit(update)
+    return jax.jit(lambda params, opt_state, x, y, key:
+                   update(params, opt_state, augment(key, x), y))
+
+
+def random_shift(key: jax.Array, x: Any, max_shift: int = 1) -> jax.Array:
+    """Shift every image by its own random offset, filling with zeros (data augmentation).
+
+    Image n moves down by ``dy[n]`` and right by ``dx[n]`` pixels (negative: up, left), both
+    drawn uniformly from -max_shift..max_shift; pixels shifted out are lost and the border
+    that opens is zero. The label of a translated garment does not change, so training on
+    shifted copies asks the network for what convolution and pooling give only approximately:
+    invariance to small translations (chapter 04).
+
+    Args:
+        key: `jax.random` key.
+        x: float array (N, H, W, C).
+        max_shift: largest shift in pixels, an int in 0..min(H, W) - 1.
+
+    Returns:
+        Array of the shape and dtype of `x`.
+
+    Example:
+        >>> step = make_train_step(model.apply, optax.adam(1e-3),
+        ...                        augment=functools.partial(random_shift, max_shift=1))
+
+    Introduced in chapter 06, notebooks/06-training.ipynb.
+    """
+    where = "random_shift"
+    check_nhwc(x, where)
+    n, h, w, c = x.shape
+    if isinstance(max_shift, bool) or not isinstance(max_shift, (int, np.integer)) or not (
+        0 <= max_shift < min(h, w)
+    ):
+        raise ValueError(
+            f"{where}: `max_shift` must be an int in 0..{min(h, w) - 1} (less than the image "
+            f"size {h} x {w}); got {max_shift!r}. Use max_shift=1 or 2."
+        )
+    s = int(max_shift)
+    padded = jnp.pad(x, ((0, 0), (s, s), (s, s), (0, 0)))  # (N, H + 2s, W + 2s, C)
+    corner = jax.random.randint(key, (n, 2), 0, 2 * s + 1)  # top-left of each crop
+    crop = lambda image, at: jax.lax.dynamic_slice(image, (at[0], at[1], 0), (h, w, c))
+    return jax.vmap(crop)(padded, corner)
 
 
 def fit(
@@ -136,6 +199,8 @@ def fit(
     eval_data: tuple[Any, Any] | None = None,
     progress: bool = True,
     devices: Sequence[jax.Device] | None = None,
+    augment: Callable | None = None,
+    label_smoothing: float = 0.0,
 ) -> tuple[Any, dict[str, list[float]]]:
     """Train with minibatch gradient steps; return the trained params and per-epoch history.
 
@@ -155,6 +220,10 @@ def fit(
         eval_data: optional ``(x, y)`` evaluated after every epoch.
         progress: show a tqdm progress bar.
         devices: devices to split each batch over; default all of `jax.devices()`.
+        augment: optional ``augment(key, x) -> x`` applied to every training batch (see
+            `make_train_step`); its keys come from `key` too, one per step.
+        label_smoothing: passed to `cross_entropy`; evaluation always uses plain
+            cross-entropy.
 
     Returns:
         ``(params, history)``; history has lists with one float per epoch: "loss" and
@@ -178,6 +247,8 @@ def fit(
     if eval_data is not None:
         _check_data(eval_data, where, "eval_data")
     _check_optimizer(optimizer, where)
+    _check_augment(augment, where)
+    _check_smoothing(label_smoothing, where)
     epochs = check_positive_int(epochs, "epochs", where)
     batch_size = check_positive_int(batch_size, "batch_size", where)
     devices = list(jax.devices() if devices is None else devices)
@@ -198,7 +269,7 @@ def fit(
     split = NamedSharding(mesh, PartitionSpec("data"))
     params = jax.device_put(params, replicated)
     opt_state = jax.device_put(optimizer.init(params), replicated)
-    step = make_train_step(apply, optimizer)
+    step = make_train_step(apply, optimizer, augment=augment, label_smoothing=label_smoothing)
 
     history: dict[str, list[float]] = {"loss": [], "accuracy": []}
     if eval_data is not None:
@@ -212,12 +283,19 @@ def fit(
         mininterval=0.1 if live else 60.0,
     )
     for epoch in range(epochs):
-        order = np.asarray(jax.random.permutation(jax.random.fold_in(key, epoch), len(x)))
+        epoch_key = jax.random.fold_in(key, epoch)
+        order = np.asarray(jax.random.permutation(epoch_key, len(x)))
+        if augment is not None:  # one key per step, independent of the permutation's
+            step_keys = jax.device_put(jax.random.split(jax.random.fold_in(epoch_key, 1), steps),
+                                       replicated)
         losses, accs = [], []  # device scalars: no host sync inside the epoch
         for i in range(steps):
             idx = order[i * batch_size : (i + 1) * batch_size]
             xb, yb = jax.device_put((x[idx], y[idx]), split)  # (B, ...) split over devices
-            params, opt_state, loss, acc = step(params, opt_state, xb, yb)
+            if augment is None:
+                params, opt_state, loss, acc = step(params, opt_state, xb, yb)
+            else:
+                params, opt_state, loss, acc = step(params, opt_state, xb, yb, step_keys[i])
             losses.append(loss)
             accs.append(acc)
             bar.update()
@@ -460,6 +538,25 @@ def _check_logits_labels(logits, labels, where):
         raise TypeError(
             f"{where}: `labels` must be integers (class indices); got {jnp.result_type(labels)}. "
             f"Use labels.astype(jnp.int32); for one-hot targets use argmax(axis=-1) first."
+        )
+
+
+def _check_smoothing(label_smoothing, where):
+    if isinstance(label_smoothing, bool) or not isinstance(
+        label_smoothing, (int, float, np.integer, np.floating)
+    ) or not 0 <= label_smoothing < 1:
+        raise ValueError(
+            f"{where}: `label_smoothing` must be a number in [0, 1); got {label_smoothing!r}. "
+            f"Use 0 for plain cross-entropy or a small value such as 0.1."
+        )
+    return float(label_smoothing)
+
+
+def _check_augment(augment, where):
+    if augment is not None and not callable(augment):
+        raise TypeError(
+            f"{where}: `augment` must be None or a function augment(key, x) -> x; got "
+            f"{type(augment).__name__}. Pass e.g. functools.partial(random_shift, max_shift=1)."
         )
 
 

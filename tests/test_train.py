@@ -62,6 +62,22 @@ def test_cross_entropy_is_stable_for_huge_logits():
         np.log(10))
 
 
+def test_label_smoothing_equals_the_smoothed_target():
+    """(1 - e) * onehot + e / K as the target, in float64; e = 0 is the plain loss, bit for bit."""
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(30, 5)).astype(np.float32) * 4
+    labels = rng.integers(0, 5, 30)
+    for e in (0.1, 0.5):
+        target = (1 - e) * np.eye(5)[labels] + e / 5
+        want = -np.mean(np.sum(target * log_softmax64(logits), axis=1))
+        got = float(train.cross_entropy(logits, labels, label_smoothing=e))
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert train.cross_entropy(logits, labels, 0.0) == train.cross_entropy(logits, labels)
+    # Smoothing penalises over-confidence: a confident right answer costs more than without.
+    sure = jnp.array([[20.0, 0.0, 0.0]])
+    assert train.cross_entropy(sure, jnp.array([0]), 0.1) > train.cross_entropy(sure, jnp.array([0]))
+
+
 def test_loss_errors():
     with pytest.raises(ValueError, match=r"cross_entropy: `logits` must have shape \(N, "
                        r"num_classes\) and `labels` shape \(N,\); got \(4, 3\) and \(4, 3\)\. "
@@ -70,6 +86,50 @@ def test_loss_errors():
     with pytest.raises(TypeError, match=r"accuracy: `labels` must be integers \(class indices\); "
                        r"got float32\."):
         train.accuracy(jnp.zeros((2, 3)), jnp.zeros(2))
+    for bad in (1.0, -0.1, True, "0.1"):
+        with pytest.raises(ValueError, match=r"cross_entropy: `label_smoothing` must be a number "
+                           r"in \[0, 1\); got .*\. Use 0 for plain cross-entropy"):
+            train.cross_entropy(jnp.zeros((2, 3)), jnp.array([0, 1]), label_smoothing=bad)
+
+
+# --- Augmentation -------------------------------------------------------------------------------
+
+
+def test_random_shift_moves_each_image_by_its_own_offset():
+    """Every output is its input moved by some (dy, dx) in -s..s with zero fill; the offsets
+    cover all (2s + 1)^2 choices over many images; s = 0 is the identity."""
+    rng = np.random.default_rng(0)
+    x = rng.random((400, 6, 7, 2)).astype(np.float32) + 1  # no zeros inside an image
+    out = np.asarray(train.random_shift(jax.random.key(3), jnp.asarray(x), max_shift=2))
+    assert out.shape == x.shape and out.dtype == x.dtype
+    seen = set()
+    for image, moved in zip(x, out):
+        matches = []
+        for dy in range(-2, 3):
+            for dx in range(-2, 3):
+                want = np.zeros_like(image)
+                want[max(dy, 0):6 + min(dy, 0), max(dx, 0):7 + min(dx, 0)] = image[
+                    max(-dy, 0):6 + min(-dy, 0), max(-dx, 0):7 + min(-dx, 0)]
+                if np.array_equal(moved, want):
+                    matches.append((dy, dx))
+        assert len(matches) == 1
+        seen.add(matches[0])
+    assert len(seen) == 25
+    np.testing.assert_array_equal(train.random_shift(jax.random.key(0), x, max_shift=0), x)
+    a = train.random_shift(jax.random.key(5), x)
+    np.testing.assert_array_equal(a, train.random_shift(jax.random.key(5), x))  # same key
+
+
+def test_random_shift_errors():
+    x = jnp.zeros((2, 4, 5, 1))
+    for bad in (4, -1, 1.5, True):
+        with pytest.raises(ValueError, match=r"random_shift: `max_shift` must be an int in "
+                           r"0\.\.3 \(less than the image size 4 x 5\); got .*\. Use "
+                           r"max_shift=1 or 2\."):
+            train.random_shift(jax.random.key(0), x, max_shift=bad)
+    with pytest.raises(ValueError, match=r"random_shift: `x` must have shape \(N, H, W, C\); "
+                       r"got \(4, 5\)"):
+        train.random_shift(jax.random.key(0), jnp.zeros((4, 5)))
 
 
 # --- One step against the closed-form gradient ---------------------------------------------------
@@ -98,6 +158,28 @@ def test_make_train_step_errors():
     with pytest.raises(TypeError, match=r"make_train_step: `optimizer` must be an optax "
                        r"GradientTransformation; got float\. Use e\.g\. optax\.adam\(1e-3\)\."):
         train.make_train_step(lambda p, x: x, 1e-3)
+    with pytest.raises(TypeError, match=r"make_train_step: `augment` must be None or a function "
+                       r"augment\(key, x\) -> x; got int\. Pass e\.g\. "
+                       r"functools\.partial\(random_shift, max_shift=1\)\."):
+        train.make_train_step(lambda p, x: x, optax.adam(1e-3), augment=1)
+    with pytest.raises(ValueError, match=r"make_train_step: `label_smoothing` must be a number "
+                       r"in \[0, 1\); got 2"):
+        train.make_train_step(lambda p, x: x, optax.adam(1e-3), label_smoothing=2)
+
+
+def test_train_step_augments_the_batch_it_learns_from():
+    """With augment, the step is the plain step on augment(key, x)."""
+    model, params = linear_model()
+    x, y = blobs(16)
+    flip = lambda key, x: x[:, ::-1] * jax.random.uniform(key)  # noqa: E731
+    opt = optax.sgd(0.1)
+    key = jax.random.key(7)
+    got = train.make_train_step(model.apply, opt, augment=flip, label_smoothing=0.2)(
+        params, opt.init(params), x, y, key)
+    want = train.make_train_step(model.apply, opt, label_smoothing=0.2)(
+        params, opt.init(params), flip(key, x), y)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
 # --- fit ----------------------------------------------------------------------------------------
@@ -125,6 +207,26 @@ def test_fit_is_deterministic_and_learns():
     # The eval entries are what evaluate() gives for the final params.
     final = train.evaluate(model.apply, p1, *blobs(40, seed=1))
     assert (h1["eval_loss"][-1], h1["eval_accuracy"][-1]) == pytest.approx(final)
+
+
+def test_fit_with_augmentation_is_deterministic_and_differs():
+    """The augmentation keys come from `key`: the same key repeats the run bit for bit, and the
+    run differs from one without augmentation (whose results do not change)."""
+    model, params = linear_model()
+    x, y = blobs(48)
+    shift = lambda key, x: train.random_shift(key, x, max_shift=1)  # noqa: E731
+
+    def run(**kw):
+        return train.fit(model.apply, params, optax.adam(0.05), (x, y), epochs=2, batch_size=16,
+                         key=jax.random.key(0), progress=False, **kw)
+
+    (p1, h1), (p2, h2) = run(augment=shift), run(augment=shift)
+    (p0, h0), (q0, _) = run(), run(label_smoothing=0.1)
+    for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p2)):
+        np.testing.assert_array_equal(a, b)
+    assert h1 == h2 and h1 != h0
+    assert not np.array_equal(p1["1_dense"]["w"], p0["1_dense"]["w"])
+    assert not np.array_equal(q0["1_dense"]["w"], p0["1_dense"]["w"])
 
 
 def test_fit_history_without_eval_and_progress_bar(capsys):
@@ -169,6 +271,10 @@ def test_fit_errors():
     with pytest.raises(TypeError, match=r"fit: `optimizer` must be an optax "
                        r"GradientTransformation; got function"):
         train.fit(model.apply, params, optax.sgd, (x, y), epochs=1, batch_size=8, key=key)
+    with pytest.raises(TypeError, match=r"fit: `augment` must be None or a function"):
+        fit(augment="shift")
+    with pytest.raises(ValueError, match=r"fit: `label_smoothing` must be a number in \[0, 1\)"):
+        fit(label_smoothing=-1)
 
 
 # --- evaluate -----------------------------------------------------------------------------------
