@@ -18,6 +18,10 @@ Before timing, one step of cnnlib and raw lax from the same parameters and batch
 (they must agree to float32 rounding), so the two time the same computation.
 
     python benchmarks/bench_train_step.py [--repeats 200] [--rounds 3]
+    python benchmarks/bench_train_step.py --profile   # where the time goes, piece by piece
+
+`--profile` times the convolutions of the step (forward, input gradient, weight gradient) and
+the first pooling one by one, each jitted on its own, beside the same operations in PyTorch.
 
 Figures and the machine they came from: benchmarks/README.md, "Training step".
 """
@@ -36,7 +40,7 @@ import numpy as np
 import optax
 from jax import lax
 
-from cnnlib import models, train
+from cnnlib import conv2d, max_pool, models, train
 from cnnlib.layers import init_params
 
 BATCH, NUM_CLASSES = 128, 10
@@ -150,12 +154,95 @@ def time_rounds(runners, repeats, warmup=10):
             {name: 1e3 * statistics.median(t) for name, t in cpu.items()})
 
 
+def profile(params, x, y, repeats):
+    """Time the pieces of the LeNet-5 step one by one, in cnnlib (XLA) and in PyTorch.
+
+    Each piece is jitted on its own (inside the whole step XLA fuses and overlaps them, so the
+    pieces do not add up exactly to the step); the PyTorch column runs the same operation with
+    torch.nn.functional and torch.autograd.grad. Returns the rows printed by main.
+    """
+    w1, w2 = params["00_conv"]["w"], params["03_conv"]["w"]
+    key = jax.random.key(1)
+    h1 = jax.random.uniform(key, (BATCH, 14, 14, 6))  # input of conv 2
+    g1 = jax.random.normal(key, (BATCH, 28, 28, 6))  # gradient at the output of conv 1
+    g2 = jax.random.normal(key, (BATCH, 10, 10, 16))  # gradient at the output of conv 2
+    a1 = jax.random.normal(key, (BATCH, 28, 28, 6))  # input of relu + pool 1
+    conv1 = lambda w, x: conv2d(x, w, padding="SAME")  # noqa: E731
+    conv2 = lambda w, x: conv2d(x, w)  # noqa: E731
+    relu_pool = lambda a: max_pool(jax.nn.relu(a), 2)  # noqa: E731
+    pieces = {
+        "conv 1 forward (1 -> 6 channels, 5x5, 28x28)": (conv1, (w1, x)),
+        "conv 1 weight gradient": (lambda w, x, g: jax.vjp(lambda w: conv1(w, x), w)[1](g),
+                                   (w1, x, g1)),
+        "conv 2 forward (6 -> 16 channels, 5x5, 14x14)": (conv2, (w2, h1)),
+        "conv 2 input gradient": (lambda w, h, g: jax.vjp(lambda h: conv2(w, h), h)[1](g),
+                                  (w2, h1, g2)),
+        "conv 2 weight gradient": (lambda w, h, g: jax.vjp(lambda w: conv2(w, h), w)[1](g),
+                                   (w2, h1, g2)),
+        "relu + max pool 1, forward and gradient": (
+            lambda a, g: jax.vjp(relu_pool, a)[1](g), (a1, jax.random.normal(key, (BATCH, 14, 14, 6)))),
+    }
+    times = {}
+    for name, (fn, args) in pieces.items():
+        run = jax.jit(fn)
+        times[name] = time_call(lambda: jax.block_until_ready(run(*args)), repeats)
+
+    torch_times = {}
+    try:
+        import torch
+        import torch.nn.functional as F
+    except ImportError:
+        torch = None
+    if torch is not None:
+        t = lambda a: torch.from_numpy(np.array(a))  # noqa: E731
+        tw1, tw2 = (t(w).permute(3, 2, 0, 1).contiguous().requires_grad_() for w in (w1, w2))
+        tx = t(x).permute(0, 3, 1, 2).contiguous()
+        th1 = t(h1).permute(0, 3, 1, 2).contiguous().requires_grad_()
+        tg1, tg2 = (t(g).permute(0, 3, 1, 2).contiguous() for g in (g1, g2))
+        ta1 = t(a1).permute(0, 3, 1, 2).contiguous().requires_grad_()
+        tgp = torch.randn(BATCH, 6, 14, 14)
+
+        def grad(out, wrt, g):
+            # Backward only, like the jitted vjp on the left (whose unused forward XLA drops):
+            # the graph is built once and kept.
+            return lambda: torch.autograd.grad(out, wrt, g, retain_graph=True)
+
+        torch_pieces = {
+            "conv 1 forward (1 -> 6 channels, 5x5, 28x28)":
+                lambda: F.conv2d(tx, tw1.detach(), padding=2),
+            "conv 1 weight gradient": grad(F.conv2d(tx, tw1, padding=2), tw1, tg1),
+            "conv 2 forward (6 -> 16 channels, 5x5, 14x14)":
+                lambda: F.conv2d(th1.detach(), tw2.detach()),
+            "conv 2 input gradient": grad(F.conv2d(th1, tw2.detach()), th1, tg2),
+            "conv 2 weight gradient": grad(F.conv2d(th1.detach(), tw2), tw2, tg2),
+            "relu + max pool 1, forward and gradient":
+                lambda: torch.autograd.grad(F.max_pool2d(F.relu(ta1), 2), ta1, tgp),
+        }
+        for name, fn in torch_pieces.items():
+            torch_times[name] = time_call(fn, repeats)
+    return times, torch_times
+
+
+def time_call(fn, repeats, warmup=5):
+    """Median wall ms of `repeats` calls of fn()."""
+    for _ in range(warmup):
+        fn()
+    wall = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        wall.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(wall)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=200, help="steps per contender per round")
     parser.add_argument("--rounds", type=int, default=3, help="independent rounds (medians)")
     parser.add_argument("--torch-threads", type=int, default=None,
                         help="torch.set_num_threads (default: torch's own choice)")
+    parser.add_argument("--profile", action="store_true",
+                        help="time the pieces of the step one by one instead")
     args = parser.parse_args()
 
     model = models.lenet5()
@@ -176,6 +263,16 @@ def main():
           f"largest parameter difference {diff:.2e}")
     if diff > 1e-4:
         raise SystemExit("cnnlib and raw lax disagree: the timings would not be comparable")
+    if args.profile:
+        times, torch_times = profile(params, x, y, args.repeats)
+        print(f"\nPieces of the LeNet-5 step, batch {BATCH}, each timed on its own: median ms "
+              f"of {args.repeats} calls")
+        print(f"| {'piece':<46} | cnnlib (XLA) | torch |")
+        print(f"|{'-' * 48}|-------------:|------:|")
+        for name, ms in times.items():
+            other = f"{torch_times[name]:.2f}" if name in torch_times else "-"
+            print(f"| {name:<46} | {ms:>12.2f} | {other:>5} |")
+        return
 
     runners = {"cnnlib": jax_runner(ours, params, optimizer, x, y),
                "raw lax": jax_runner(raw, params, optimizer, x, y)}
