@@ -1,0 +1,61 @@
+"""The benchmark scripts run and print what benchmarks/README.md quotes, on tiny settings.
+
+No timing is asserted (speed targets live in the scripts' own output): these tests only keep
+the scripts from rotting. Each runs in a subprocess, as a reader would run it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_script(name: str, *args: str) -> str:
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *args],
+                         capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+def test_bench_ops_prints_every_row_with_an_hlo_verdict():
+    text = run_script("bench_ops.py", "--repeats", "1")
+    rows = [line for line in text.splitlines()
+            if re.match(r"\| (conv2d|max_pool|avg_pool|blur_pool) ", line)]
+    assert len(rows) == 18
+    assert all(line.split("|")[-2].strip() in ("yes", "no") for line in rows)
+
+
+def test_bench_train_step_checks_agreement_and_compares():
+    text = run_script("bench_train_step.py", "--repeats", "2", "--rounds", "1")
+    # The script exits with an error when cnnlib and raw lax disagree after one step.
+    assert re.search(r"largest parameter difference \d\.\d\de[-+]\d\d", text)
+    assert "cnnlib / raw lax, best rounds:" in text
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        assert "torch is not installed" in text
+    else:
+        assert "goal cnnlib <= torch eager in wall time:" in text
+
+
+def test_bench_train_step_profile_lists_the_pieces():
+    text = run_script("bench_train_step.py", "--profile", "--repeats", "2")
+    names = [line.split("|")[1].strip() for line in text.splitlines()
+             if line.startswith(("| conv", "| relu"))]
+    want = ["conv 1 forward", "conv 1 weight gradient", "conv 2 forward",
+            "conv 2 input gradient", "conv 2 weight gradient", "relu + max pool 1"]
+    assert len(names) == len(want) and all(n.startswith(w) for n, w in zip(names, want))
+
+
+def test_fashion_mnist_results_trains_and_reports_one_row_per_key():
+    text = run_script("fashion_mnist_results.py", "--models", "mlp", "--epochs", "1",
+                      "--seeds", "0", "1")
+    rows = re.findall(r"^\| mlp \| 79,510 \| (\d) \| 1 \| .* \| ([\d.]+) \|$", text, re.M)
+    assert [key for key, _ in rows] == ["0", "1"]
+    assert all(0.8 < float(acc) < 0.9 for _, acc in rows)  # one epoch of an MLP
