@@ -16,6 +16,7 @@ are joined with "/" ("00_conv/w"); nothing is ever unpickled.
 from __future__ import annotations
 
 import functools
+import numbers
 import os
 import sys
 import tempfile
@@ -28,7 +29,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from cnnlib._validate import check_nhwc, check_positive_int
+from cnnlib._validate import _is_int, check_nhwc, check_positive_int
 
 with warnings.catch_warnings():
     # tqdm.auto warns (TqdmWarning) when ipywidgets is missing, as it is on purpose in the book's
@@ -173,9 +174,7 @@ def random_shift(key: jax.Array, x: Any, max_shift: int = 1) -> jax.Array:
     where = "random_shift"
     check_nhwc(x, where)
     n, h, w, c = x.shape
-    if isinstance(max_shift, bool) or not isinstance(max_shift, (int, np.integer)) or not (
-        0 <= max_shift < min(h, w)
-    ):
+    if not _is_int(max_shift) or not 0 <= max_shift < min(h, w):
         raise ValueError(
             f"{where}: `max_shift` must be an int in 0..{min(h, w) - 1} (less than the image "
             f"size {h} x {w}); got {max_shift!r}. Use max_shift=1 or 2."
@@ -542,9 +541,8 @@ def _check_logits_labels(logits, labels, where):
 
 
 def _check_smoothing(label_smoothing, where):
-    if isinstance(label_smoothing, bool) or not isinstance(
-        label_smoothing, (int, float, np.integer, np.floating)
-    ) or not 0 <= label_smoothing < 1:
+    real = isinstance(label_smoothing, numbers.Real) and not isinstance(label_smoothing, bool)
+    if not real or not 0 <= label_smoothing < 1:
         raise ValueError(
             f"{where}: `label_smoothing` must be a number in [0, 1); got {label_smoothing!r}. "
             f"Use 0 for plain cross-entropy or a small value such as 0.1."
