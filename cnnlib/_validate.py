@@ -14,11 +14,12 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 # How to turn a lower-rank image into the batched NHWC layout cnnlib uses.
-_ADD_AXES = {
+ADD_AXES = {
     2: "x[None, ..., None]",  # (H, W) -> (1, H, W, 1)
     3: "x[None] for one (H, W, C) image, or x[..., None] for a batch of (N, H, W) images",
 }
@@ -92,7 +93,7 @@ def check_nhwc(x: Any, where: str, name: str = "x") -> None:
             f"{type(x).__name__}. Convert it with jnp.asarray({name}, jnp.float32)."
         )
     if len(shape) != 4:
-        fix = _ADD_AXES.get(len(shape), "reshape it to (N, H, W, C)")
+        fix = ADD_AXES.get(len(shape), "reshape it to (N, H, W, C)")
         if len(shape) == 3 and shape[0] in (1, 3, 4) and shape[2] > 4:
             # (3, 225, 225) is far more likely one channels-first image than 3 images of width 225.
             fix += f"; it looks channels-first (C, H, W): use {name}.transpose(1, 2, 0)[None]"
@@ -116,6 +117,23 @@ def check_float_dtype(x: Any, where: str, name: str = "x") -> None:
             f"{where}: `{name}` must have a floating dtype; got {dtype}. "
             f"Convert it with {name}.astype(jnp.float32) (and divide uint8 images by 255)."
         )
+
+
+def check_key(key: Any, name: str, where: str) -> None:
+    """Require one `jax.random` key: a typed key (``jax.random.key(0)``) or a legacy raw
+    ``uint32[2]`` key (``jax.random.PRNGKey(0)``)."""
+    dtype = getattr(key, "dtype", None)
+    shape = getattr(key, "shape", None)
+    if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        if shape == ():
+            return
+    elif dtype == np.uint32 and shape == (2,):
+        return
+    got = f"{type(key).__name__} {key!r}" if dtype is None else f"shape {shape}, dtype {dtype}"
+    raise TypeError(
+        f"{where}: `{name}` must be one JAX random key such as jax.random.key(0); got {got}. "
+        f"Make one with jax.random.key(seed); split it with jax.random.split(key) for several."
+    )
 
 
 def _is_int(value: Any) -> bool:

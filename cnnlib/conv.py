@@ -174,8 +174,8 @@ def _check_same_dtype(a: Any, x: Any, name: str, where: str) -> None:
     # No silent promotion: a float64 kernel on float32 images would make every layer float64.
     if a.dtype != x.dtype:
         raise TypeError(
-            f"{where}: `{name}` must have the dtype of `x` ({x.dtype}); got {a.dtype}. "
-            f"Cast it with {name}.astype(x.dtype)."
+            f"{where}: `{name}` must have the dtype of `x` ({x.dtype}); got {a.dtype}. Cast the "
+            f"params with cast_params(params, x.dtype) or x with x.astype({name}.dtype)."
         )
 
 

@@ -18,11 +18,12 @@ import optax
 
 from cnnlib._validate import check_positive_int
 from cnnlib.layers import Layer
+from cnnlib.layers.combinators import child_keys, run
 from cnnlib.receptive_field import RFRecord, receptive_box
 
 
-def layer_outputs(model: Layer, params: dict, x: Any) -> list[jax.Array]:
-    """The output of every top-level layer of a serial model, in order.
+def layer_outputs(model: Layer, params: dict, x: Any, state: dict | None = None) -> list[jax.Array]:
+    """The output of every top-level layer of a serial model, in order (evaluation mode).
 
     ``layer_outputs(model, params, x)[-1]`` equals ``model.apply(params, x)``.
 
@@ -30,6 +31,7 @@ def layer_outputs(model: Layer, params: dict, x: Any) -> list[jax.Array]:
         model: a `serial` Layer (a single other Layer counts as a chain of one).
         params: its parameters, as from `init_params`.
         x: the input batch, e.g. (N, H, W, C).
+        state: the model's state, for a model with state (BatchNorm).
 
     Returns:
         A list with one array per layer: (N, H_l, W_l, C_l) for spatial layers, (N, F) after
@@ -48,13 +50,13 @@ def layer_outputs(model: Layer, params: dict, x: Any) -> list[jax.Array]:
             f"layer_outputs: `model` must be a Layer (e.g. serial(...)); got "
             f"{type(model).__name__}. Build it with cnnlib.layers or cnnlib.models."
         )
+    layers = model.config["layers"] if model.name == "serial" else (model,)
+    keys = child_keys(layers) if model.name == "serial" else ["model"]
     if model.name != "serial":
-        return [model.apply(params, x)]
-    layers = model.config["layers"]
-    digits = len(str(len(layers) - 1))  # the keys `serial` gives its children: "03_conv"
+        params, state = {"model": params}, None if state is None else {"model": state}
     outputs = []
-    for i, layer in enumerate(layers):
-        x = layer.apply(params.get(f"{i:0{digits}d}_{layer.name}", {}), x)
+    for key, layer in zip(keys, layers):
+        x, _ = run(layer, params.get(key, {}), x, key, None, False, state, "layer_outputs")
         outputs.append(x)
     return outputs
 

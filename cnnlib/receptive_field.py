@@ -30,8 +30,11 @@ from cnnlib._validate import padding_pairs
 from cnnlib.layers import Layer
 
 # Layers that act on each position separately: they leave the receptive field unchanged.
+# Normalisation counts as such: at evaluation BatchNorm is a per-channel affine map; GroupNorm's
+# statistics do mix positions, but only through one mean and variance per group.
 ELEMENTWISE = frozenset(
-    {"relu", "tanh", "gelu", "sigmoid", "softplus", "leaky_relu", "elu", "identity", "dropout"}
+    {"relu", "tanh", "gelu", "sigmoid", "softplus", "leaky_relu", "elu", "identity", "dropout",
+     "batch_norm", "layer_norm", "group_norm"}
 )
 # Layers after which there is no spatial grid: every output mixes every position.
 GLOBAL = frozenset({"flatten", "dense", "global_avg_pool", "global_max_pool"})
@@ -70,9 +73,17 @@ def receptive_field(model: Any, in_shape: Any = None) -> list[RFRecord]:
     Walks ``model.config["layers"]`` (or a list of Layers) without data. A layer whose config
     has ``kernel_size`` and ``stride`` (Conv, LocallyConnected, MaxPool, AvgPool, BlurPool) moves
     along H and W; a nested chain (MaxBlurPool, an inner `serial`) counts as one layer whose
-    record composes its children; activations change nothing; Flatten, Dense and global pooling
-    end the spatial chain (``spatial=False`` from there on). Reflect (BlurPool) and circular
-    padding are counted like zero padding: the arithmetic is about positions of the padded array.
+    record composes its children; activations, normalisation and dropout change nothing;
+    Flatten, Dense and global pooling end the spatial chain (``spatial=False`` from there on).
+    Reflect (BlurPool) and circular padding are counted like zero padding: the arithmetic is
+    about positions of the padded array.
+
+    Branches (`Residual`, `FanOut` ... `parallel` ... `FanInSum`/`FanInConcat`): each branch
+    is walked on its own, and where they join, a unit sees the union of what the branches see:
+    the smallest box holding every branch's box (for branches centred alike, as with SAME
+    padding, that is the largest branch's field). A residual block ``f(x) + x`` therefore has
+    the receptive field of ``f``. The branches must have the same jump, or their outputs could
+    not be added. A record after `FanOut` or `parallel` reports that union too.
 
     Args:
         model: a `Layer` (usually ``serial(...)``) or a sequence of Layers.
@@ -98,7 +109,7 @@ def receptive_field(model: Any, in_shape: Any = None) -> list[RFRecord]:
     where = "receptive_field"
     layers = _top_layers(model, where)
     hw = _check_in_shape(in_shape, where)
-    r, j, start = (1, 1), (1, 1), (0, 0)
+    field = ((1, 1), (1, 1), (0, 0), hw)  # (r, j, start, hw) of the input itself
     records, spatial = [], True
     for index, layer in enumerate(layers):
         if spatial and layer.name in GLOBAL:
@@ -106,8 +117,9 @@ def receptive_field(model: Any, in_shape: Any = None) -> list[RFRecord]:
         if not spatial:
             records.append(RFRecord(index, layer.name, None, None, None, None, False))
             continue
-        r, j, start, hw = _compose(layer, r, j, start, hw, index, where)
-        records.append(RFRecord(index, layer.name, r, j, start, hw, True))
+        field = _compose(layer, field, index, where)
+        r, j, start, out_hw = _hull(field, layer, index, where)
+        records.append(RFRecord(index, layer.name, r, j, start, out_hw, True))
     return records
 
 
@@ -270,27 +282,50 @@ def spread(weights: Any) -> float:
 # --- Helpers ----------------------------------------------------------------------------------
 
 
-def _compose(layer, r, j, start, hw, index, where):
-    """Apply one layer (or nested chain) to (r, j, start, hw), per axis."""
-    config = layer.config
+def _compose(layer, field, index, where):
+    """Walk one layer: `field` is ``(r, j, start, hw)`` per axis, or a tuple of them (branches)."""
+    config, name = layer.config, layer.name
+    if name == "fan_out":
+        return tuple(_hull(field, layer, index, where) for _ in range(config["n"]))
+    if name == "parallel":
+        branches = config["branches"]
+        if not _is_branches(field) or len(field) != len(branches):
+            raise ValueError(
+                f"{where}: layer {index} ({name!r}) needs {len(branches)} branches from FanOut; "
+                f"got {1 if not _is_branches(field) else len(field)}."
+            )
+        return tuple(_compose(b, f, index, where) for b, f in zip(branches, field))
+    if name in ("fan_in_sum", "fan_in_concat"):
+        return _hull(field, layer, index, where)
+    if name == "residual":
+        branches = (_compose(config["inner"], field, index, where),
+                    _compose(config["shortcut"], field, index, where))
+        return _hull(branches, layer, index, where)
     if "layers" in config:  # a nested chain (serial, MaxBlurPool): compose its children
         for child in config["layers"]:
             if child.name in GLOBAL:
                 raise ValueError(
-                    f"{where}: layer {index} ({layer.name!r}) contains {child.name!r}, which "
+                    f"{where}: layer {index} ({name!r}) contains {child.name!r}, which "
                     f"ends the spatial chain inside a nested chain. Put it at the top level."
                 )
-            r, j, start, hw = _compose(child, r, j, start, hw, index, where)
-        return r, j, start, hw
-    if layer.name in ELEMENTWISE:
-        return r, j, start, hw
+            field = _compose(child, field, index, where)
+        return field
+    if name in ELEMENTWISE:
+        return field
+    if name in GLOBAL:
+        raise ValueError(
+            f"{where}: layer {index} contains {name!r} inside a branch; it ends the spatial "
+            f"chain, so put it at the top level after the branches join."
+        )
     if "kernel_size" not in config or "stride" not in config:
         raise ValueError(
-            f"{where}: layer {index} ({layer.name!r}) is not supported: its config {config} has "
+            f"{where}: layer {index} ({name!r}) is not supported: its config {config} has "
             f"no kernel_size and stride. Supported: Conv, LocallyConnected, the pooling layers, "
-            f"activations {sorted(ELEMENTWISE)}, nested serial chains, and "
-            f"{sorted(GLOBAL)}, which end the spatial chain."
+            f"elementwise layers {sorted(ELEMENTWISE)}, nested serial chains, branches "
+            f"(Residual, FanOut, parallel, FanInSum, FanInConcat), and {sorted(GLOBAL)}, which "
+            f"end the spatial chain."
         )
+    r, j, start, hw = _hull(field, layer, index, where)
     kernel, stride = config["kernel_size"], config["stride"]
     dilation = config.get("dilation", (1, 1))
     extent = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
@@ -303,10 +338,32 @@ def _compose(layer, r, j, start, hw, index, where):
         new_hw = tuple((n + sum(p) - e) // s + 1 for n, p, e, s in zip(hw, pads, extent, stride))
         if min(new_hw) < 1:
             raise ValueError(
-                f"{where}: layer {index} ({layer.name!r}) with kernel extent {extent} does not "
+                f"{where}: layer {index} ({name!r}) with kernel extent {extent} does not "
                 f"fit its input (H, W) = {hw} padded by {pads}. Use a larger in_shape."
             )
     return new_r, new_j, new_start, new_hw
+
+
+def _is_branches(field):
+    return isinstance(field[0], tuple) and len(field[0]) == 4
+
+
+def _hull(field, layer, index, where):
+    """One ``(r, j, start, hw)``: the smallest box holding every branch's box, per axis."""
+    if not _is_branches(field):
+        return field
+    fields = [_hull(f, layer, index, where) for f in field]
+    js = {f[1] for f in fields}
+    hws = {f[3] for f in fields}
+    if len(js) > 1 or len(hws) > 1:
+        raise ValueError(
+            f"{where}: layer {index} ({layer.name!r}) joins branches with different jumps "
+            f"{sorted(js)} or output sizes {sorted(hws, key=str)}; their outputs cannot be "
+            f"aligned. Give every branch the same strides."
+        )
+    start = tuple(min(f[2][a] for f in fields) for a in range(2))
+    end = tuple(max(f[2][a] + f[0][a] for f in fields) for a in range(2))
+    return tuple(e - s for s, e in zip(start, end)), fields[0][1], start, fields[0][3]
 
 
 def _resolve_padding(padding, hw, extent, stride, index, layer, where):

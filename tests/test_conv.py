@@ -336,7 +336,7 @@ def test_conv2d_errors(x, w, kwargs, error, match):
 
 
 def test_conv2d_dtype_and_bias_errors(x64):
-    with pytest.raises(TypeError, match=r"^conv2d: `w` must have the dtype of `x` \(float32\); got float64\. Cast it with w\.astype\(x\.dtype\)"):
+    with pytest.raises(TypeError, match=r"^conv2d: `w` must have the dtype of `x` \(float32\); got float64\. Cast the params with cast_params\(params, x\.dtype\) or x with x\.astype\(w\.dtype\)"):
         conv2d(X, W.astype(jnp.float64))
     with pytest.raises(TypeError, match=r"^conv2d: `b` must have the dtype of `x` \(float32\); got float64"):
         conv2d(X, W, jnp.zeros(6, jnp.float64))

@@ -24,14 +24,14 @@ def small_model():
 
 
 def test_layer_outputs_match_manual_chain():
-    model = small_model()  # 14 layers: keys are zero-padded ("03_conv")
+    model = small_model()  # 14 layers, the same three Layer objects four times
     _, params = init_params(model, jax.random.key(0), (2, 16, 16, 1))
     x = jax.random.normal(jax.random.key(1), (2, 16, 16, 1))
     outs = layer_outputs(model, params, x)
     assert len(outs) == 14
     np.testing.assert_array_equal(outs[-1], model.apply(params, x))
     # By hand: the first conv with its own params, then ReLU, then the pool.
-    first = model.config["layers"][0].apply(params["00_conv"], x)
+    first = model.config["layers"][0].apply(params["0_conv"], x)
     np.testing.assert_array_equal(outs[0], first)
     np.testing.assert_array_equal(outs[1], jnp.maximum(first, 0))
     np.testing.assert_array_equal(outs[2], first.reshape(2, 8, 2, 8, 2, 3).max((2, 4)).clip(0))

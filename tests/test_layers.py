@@ -4,6 +4,10 @@ shapes from init (without data) equal to the shapes apply produces, initialisati
 from __future__ import annotations
 
 import doctest
+import os
+import re
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +31,7 @@ from cnnlib.layers import (
     MaxPool,
     Relu,
     Tanh,
+    cast_params,
     init_params,
     param_shapes,
     serial,
@@ -200,11 +205,12 @@ def test_serial_equals_hand_written_lax():
     close(model.apply(p, x), want)
 
 
-def test_serial_keys_are_zero_padded_and_follow_the_chain():
+def test_serial_keys_are_positional_and_do_not_change_when_the_chain_grows():
     model = serial(*[Conv(2, 1) for _ in range(11)])
     _, params = param_shapes(model, (-1, 3, 3, 2))
-    assert list(sorted(params)) == [f"{i:02d}_conv" for i in range(11)]
-    assert list(params) == sorted(params)
+    assert set(params) == {f"{i}_conv" for i in range(11)}
+    _, short = param_shapes(serial(*[Conv(2, 1) for _ in range(3)]), (-1, 3, 3, 2))
+    assert set(short) <= set(params)  # growing a chain past 10 layers renames nothing
     # Nested chains nest their dicts; children without parameters leave no key.
     nested = serial(serial(Conv(2, 1), Relu()), MaxBlurPool(), serial(Flatten(), Dense(3)))
     _, params = param_shapes(nested, (-1, 4, 4, 1))
@@ -249,10 +255,25 @@ def test_init_is_deterministic_and_keys_differ():
 
 
 def test_docstring_examples():
-    failures, tried = doctest.testmod(
-        cnnlib.layers, extraglobs={"jax": jax}, report=False,
-        optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    assert tried >= 10 and failures == 0
+    import cnnlib.layers.activations
+    import cnnlib.layers.base
+    import cnnlib.layers.combinators
+    import cnnlib.layers.dropout
+    import cnnlib.layers.linear
+    import cnnlib.layers.normalization
+    import cnnlib.layers.pooling
+
+    names = {name: getattr(cnnlib.layers, name) for name in cnnlib.layers.__all__}
+    total = 0
+    for module in (cnnlib.layers.base, cnnlib.layers.linear, cnnlib.layers.pooling,
+                   cnnlib.layers.activations, cnnlib.layers.combinators, cnnlib.layers.dropout,
+                   cnnlib.layers.normalization):
+        failures, tried = doctest.testmod(
+            module, extraglobs={"jax": jax, "jnp": jnp, **names}, report=False,
+            optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+        assert failures == 0, module.__name__
+        total += tried
+    assert total >= 25
 
 
 # --- Errors ------------------------------------------------------------------------------------
@@ -325,36 +346,118 @@ def test_init_errors():
 def test_apply_errors():
     conv = Conv(4, 3)
     _, params = init_params(conv, KEY, (-1, 8, 8, 2))
-    with pytest.raises(ValueError, match=r"Conv: `x` must have 2 channels \(params\['w'\] has "
-                       r"shape \(3, 3, 2, 4\)\); got shape \(1, 8, 8, 3\)\. Re-initialise with "
-                       r"in_shape=\(N, H, W, 3\)"):
+    with pytest.raises(ValueError, match=r"Conv: params\['w'\] must have shape \(3, 3, 3, 4\) for "
+                       r"this layer's arguments and an input of 3 channels; got \(3, 3, 2, 4\)\. "
+                       r"The params belong to another model or input shape"):
         conv.apply(params, jnp.ones((1, 8, 8, 3)))
     with pytest.raises(ValueError, match=r"Conv: `x` must have shape \(N, H, W, C\); got "
                        r"\(8, 8\)\. Add axes with x\[None, \.\.\., None\]"):
         conv.apply(params, jnp.ones((8, 8)))
-    with pytest.raises(ValueError, match=r"Conv: `params` must have the key 'w' \(the dict init "
-                       r"returned for this layer\); got \['b'\]"):
+    with pytest.raises(ValueError, match=r"Conv: `x` must have shape \(N, H, W, C\); got "
+                       r"\(8, 8, 2\)\. Add axes with x\[None\] for one \(H, W, C\) image"):
+        conv.apply(params, jnp.ones((8, 8, 2)))
+    with pytest.raises(ValueError, match=r"Conv: `params` must have the keys \['b', 'w'\] \(the "
+                       r"dict init_params\(model, key, in_shape\) returned for this layer\); got "
+                       r"\['b'\]"):
         conv.apply({"b": params["b"]}, jnp.ones((1, 8, 8, 2)))
     dense = Dense(3)
     _, dp = init_params(dense, KEY, (-1, 6))
-    with pytest.raises(ValueError, match=r"Dense: `x` must have shape \(N, 6\) \(params\['w'\] "
-                       r"has shape \(6, 3\)\); got \(2, 2, 3\)\. Put Flatten\(\) before Dense"):
+    with pytest.raises(ValueError, match=r"Dense: `x` must have shape \(N, in_features\); got "
+                       r"\(2, 2, 3\)\. Put Flatten\(\) before Dense"):
         dense.apply(dp, jnp.ones((2, 2, 3)))
+    with pytest.raises(ValueError, match=r"Dense: params\['b'\] must have shape \(3,\) .*; got "
+                       r"\(4,\)"):
+        dense.apply({**dp, "b": jnp.zeros(4)}, jnp.ones((2, 6)))
     local = LocallyConnected(2, 3)
     _, lp = init_params(local, KEY, (-1, 8, 8, 1))
-    with pytest.raises(ValueError, match=r"LocallyConnected: input \(H, W\) = \(9, 9\) gives "
-                       r"\(7, 7\) output positions, but params were initialised for \(6, 6\)\. "
-                       r"Locally connected weights fix the image size"):
+    with pytest.raises(ValueError, match=r"LocallyConnected: params\['w'\] must have shape "
+                       r"\(7, 7, 9, 2\) for this layer's arguments and an input of shape "
+                       r"\(9, 9, 1\) \(locally connected weights fix the image size\); got "
+                       r"\(6, 6, 9, 2\)"):
         local.apply(lp, jnp.ones((1, 9, 9, 1)))
     model = serial(Conv(2, 1), Relu())
     with pytest.raises(ValueError, match=r"serial: `params` must be the dict that init returned "
-                       r"for this chain, keys among \['0_conv', '1_relu'\]; got \['0_dense'\]"):
+                       r"for this model, keys among \['0_conv', '1_relu'\]; got \['0_dense'\]"):
         model.apply({"0_dense": {}}, jnp.ones((1, 2, 2, 1)))
     with pytest.raises(ValueError, match=r"serial: `params` must be the dict .* got list"):
         model.apply([], jnp.ones((1, 2, 2, 1)))
+    # An error inside a chain names the layer's key, through nested chains.
+    _, mp = init_params(model, KEY, (-1, 2, 2, 1))
+    with pytest.raises(ValueError, match=r"in layer '0_conv': Conv: params\['w'\] must have "):
+        model.apply(mp, jnp.ones((1, 2, 2, 3)))
+    nested = serial(Relu(), serial(Conv(2, 1)))
+    _, np_ = init_params(nested, KEY, (-1, 2, 2, 1))
+    with pytest.raises(ValueError, match=r"^in layer '1_serial/0_conv': Conv: params"):
+        nested.apply(np_, jnp.ones((1, 2, 2, 3)))
+
+
+def test_eager_and_jitted_calls_accept_the_same_inputs():
+    model = serial(Conv(2, 3), Relu(), Flatten(), Dense(3))
+    _, params = init_params(model, KEY, (-1, 5, 5, 1))
+    x64 = np.ones((2, 5, 5, 1), np.float64)  # NumPy's default dtype
+    eager = model.apply(params, x64)
+    jitted = jax.jit(model.apply)(params, x64)
+    np.testing.assert_array_equal(eager, jitted)
+    np.testing.assert_array_equal(model.apply(params, x64.tolist()), eager)  # a nested list
 
 
 def test_layer_is_a_named_tuple():
     layer = Relu()
     assert isinstance(layer, Layer) and layer.name == "relu" and layer.config == {}
     assert Relu.__name__ == "Relu" and "Introduced in chapter 03" in Relu.__doc__
+
+
+# --- Parameter dtypes ---------------------------------------------------------------------------
+
+FLOAT64 = """
+import jax, jax.numpy as jnp, numpy as np, optax
+jax.config.update("jax_enable_x64", True)
+from cnnlib import train
+from cnnlib.layers import BatchNorm, Conv, Dense, Flatten, Relu, init_params, init_state, serial
+model = serial(Conv(4, 3), BatchNorm(), Relu(), Flatten(), Dense(3))
+_, p32 = init_params(model, jax.random.key(0), (-1, 6, 6, 1))
+_, p64 = init_params(model, jax.random.key(0), (-1, 6, 6, 1), dtype=jnp.float64)
+state = init_state(model, (-1, 6, 6, 1), dtype=jnp.float64)
+assert all(leaf.dtype == jnp.float64 for leaf in jax.tree.leaves((p64, state)))
+# The same numbers as float32, widened: float64 starts where float32 does.
+for a, b in zip(jax.tree.leaves(p32), jax.tree.leaves(p64)):
+    np.testing.assert_array_equal(np.asarray(a, np.float64), b)
+x = np.random.default_rng(0).random((8, 6, 6, 1))  # float64
+y = np.arange(8) % 3
+logits, _ = model.apply(p64, x, state=state)
+assert logits.dtype == jnp.float64
+p, s, h = train.fit(model.apply, p64, optax.sgd(0.1), (x, y), epochs=1, batch_size=4,
+                    key=jax.random.key(0), state=state, progress=False)
+assert all(leaf.dtype == jnp.float64 for leaf in jax.tree.leaves((p, s)))
+try:
+    model.apply(p32, x, state=init_state(model, (-1, 6, 6, 1)))
+except TypeError as err:
+    print("MESSAGE", err)
+"""
+
+
+def test_float64_params_under_x64_train_and_mixing_dtypes_is_an_error():
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([sys.executable, "-c", FLOAT64], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert re.search(r"MESSAGE .*conv2d: `w` must have the dtype of `x` \(float64\); got float32\. "
+                     r"Cast the params with cast_params\(params, x\.dtype\) or x with "
+                     r"x\.astype\(w\.dtype\)\.", out.stdout), out.stdout
+
+
+def test_cast_params_to_bfloat16_and_errors():
+    model = serial(Conv(4, 3), Relu(), Flatten(), Dense(3))
+    _, params = init_params(model, KEY, (-1, 6, 6, 1), dtype=jnp.bfloat16)
+    assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {jnp.dtype(jnp.bfloat16)}
+    y = model.apply(params, jnp.ones((2, 6, 6, 1), jnp.bfloat16))
+    assert y.dtype == jnp.bfloat16
+    back = cast_params(params, jnp.float32)
+    assert {leaf.dtype for leaf in jax.tree.leaves(back)} == {jnp.dtype(jnp.float32)}
+    with pytest.raises(TypeError, match=r"cast_params: `dtype` must be a floating dtype such as "
+                       r"jnp\.float32, jnp\.float64 or jnp\.bfloat16; got dtype\('int32'\)"):
+        cast_params(params, jnp.int32)
+    if not jax.config.jax_enable_x64:
+        with pytest.raises(ValueError, match=r"cast_params: float64 needs 64-bit mode, which is "
+                           r"off"):
+            cast_params(params, jnp.float64)

@@ -13,14 +13,18 @@ from cnnlib.layers import (
     BlurPool,
     Conv,
     Dense,
+    FanInConcat,
+    FanOut,
     Flatten,
     GlobalAvgPool,
     Layer,
     MaxBlurPool,
     MaxPool,
     Relu,
+    Residual,
     Tanh,
     init_params,
+    parallel,
     param_shapes,
     serial,
 )
@@ -168,6 +172,35 @@ def test_formula_vs_gradient_and_perturbation(specs):
         assert not (grad & ~box).any()
         if act is Tanh and not any(kind == "max" for kind, *_ in specs):
             assert (grad == exact).all()  # tanh' > 0 and no max: every path carries gradient
+
+
+@pytest.mark.parametrize("shortcut", [None, "projection"])
+def test_residual_net_by_formula_and_gradient(shortcut):
+    """A residual block sees the union of its branches: here the inner branch's field."""
+    proj = None if shortcut is None else Conv(4, 1, stride=2)
+    stride = 1 if shortcut is None else 2
+    net = serial(
+        Conv(4, 3, padding="SAME"), Tanh(),
+        Residual(serial(Conv(4, 3, stride=stride, padding="SAME"), Tanh(),
+                        Conv(4, 5, padding="SAME", dilation=1)), proj),
+        Tanh(),
+        Residual(serial(Conv(4, 3, padding="SAME"), Tanh(), Conv(4, 3, padding="SAME"))),
+    )
+    size = 24
+    rec = receptive_field(net, (1, size, size, 2))[-1]
+    want_r = 3 + 2 + 4 * stride + 2 * stride + 2 * stride
+    assert rec.r == (want_r, want_r) and rec.j == (stride, stride)
+    _, params = init_params(net, jax.random.key(0), (1, size, size, 2))
+    x = jax.random.normal(jax.random.key(1), (1, size, size, 2))
+    unit = (size // stride // 2, size // stride // 2)
+    box = box_support((size, size), receptive_box(rec, *unit))
+    grad = gradient_support(lambda x: net.apply(params, x), x, unit)
+    assert (grad == box).all()  # tanh' > 0: every pixel of the box carries gradient
+    # The identity branch alone sees one pixel; a block f(x) + x sees what f sees.
+    assert receptive_field(Residual(Conv(1, 5, padding="SAME")))[0].r == (5, 5)
+    assert receptive_field(serial(FanOut(2), parallel(Conv(1, 3, padding="SAME"),
+                                                      Conv(1, 5, padding="SAME")),
+                                  FanInConcat()), (1, 9, 9, 1))[-1].r == (5, 5)
 
 
 def test_enough_random_models():
