@@ -19,9 +19,11 @@ from cnnlib.pool import (
     max_pool,
 )
 
-# Layers, models, training (chapters 03-06): layers.py, models.py, train.py.
-from cnnlib import layers, models, train
+# Layers, models, training, checkpoints (chapters 03-07): layers/, models.py, train.py,
+# checkpoint.py.
+from cnnlib import checkpoint, layers, models, train
+from cnnlib.checkpoint import load_params, load_state, save_params
 from cnnlib.models import param_count
-from cnnlib.train import evaluate, fit, load_params, random_shift, save_params
+from cnnlib.train import evaluate, fit, random_shift, split_validation
 
 __version__ = "0.1.0"

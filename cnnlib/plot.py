@@ -111,24 +111,25 @@ def image_grid(
 
 
 def plot_history(
-    history: Mapping[str, Sequence[float]], *, eval_label: str = "eval", title: str | None = None
+    history: Mapping[str, Sequence[float]], *, val_label: str = "validation",
+    title: str | None = None
 ) -> Any:
-    """Loss and accuracy per epoch, for training and (when present) evaluation data.
+    """Loss and accuracy per epoch, for training and (when present) validation data.
 
     Args:
         history: the dict `cnnlib.train.fit` returns: lists "loss" and "accuracy", one float
-            per epoch, and optionally "eval_loss" and "eval_accuracy" of the same length.
-        eval_label: legend name of the evaluation data, e.g. "test".
+            per epoch, and optionally "val_loss" and "val_accuracy" of the same length.
+        val_label: legend name of the validation data.
         title: optional title of the whole figure.
 
     Returns:
         The matplotlib `Figure`, with two axes: loss (left) and accuracy (right) against the
-        epoch 1, 2, ..., each with one line "train" and one line `eval_label`.
+        epoch 1, 2, ..., each with one line "train" and one line `val_label`.
 
     Example:
         >>> params, history = fit(model.apply, params, optax.adam(1e-3), train, epochs=3,
-        ...                       batch_size=128, key=jax.random.key(0), eval_data=test)
-        >>> fig = plot_history(history, eval_label="test")
+        ...                       batch_size=128, key=jax.random.key(0), validation=0.1)
+        >>> fig = plot_history(history)
 
     Introduced in chapter 06, notebooks/06-training.ipynb.
     """
@@ -140,8 +141,8 @@ def plot_history(
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, metric, label in ((ax_loss, "loss", "cross-entropy"), (ax_acc, "accuracy", "accuracy")):
         ax.plot(epochs, curves[metric], "o-", label="train")
-        if f"eval_{metric}" in curves:
-            ax.plot(epochs, curves[f"eval_{metric}"], "s-", label=eval_label)
+        if f"val_{metric}" in curves:
+            ax.plot(epochs, curves[f"val_{metric}"], "s-", label=val_label)
         ax.set(xlabel="epoch", ylabel=label, title=f"{label.capitalize()} per epoch")
         ax.set_xticks(epochs)
         ax.legend()
@@ -280,7 +281,7 @@ def _history(history, where):
             f"{where}: `history` must be the dict fit returns, with lists 'loss' and "
             f"'accuracy'; got {got}. Pass the second value of cnnlib.train.fit(...)."
         )
-    keys = [k for k in ("loss", "accuracy", "eval_loss", "eval_accuracy") if k in history]
+    keys = [k for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in history]
     lengths = {k: len(history[k]) for k in keys}
     if len(set(lengths.values())) != 1 or lengths["loss"] == 0:
         raise ValueError(

@@ -1,25 +1,27 @@
-"""Training: loss, accuracy, augmentation, a jitted optimizer step, a fit loop, evaluation,
-checkpoints.
+"""Training: loss, accuracy, augmentation, a jitted optimizer step, a fit loop, evaluation.
 
-Introduced in chapter 06, notebooks/06-training.ipynb.
+Introduced in chapter 06, notebooks/06-training.ipynb; keys, train mode and state (Dropout,
+BatchNorm) in chapter 07, notebooks/07-going-deeper.ipynb.
 
-`fit` works with any `apply(params, x) -> logits` (a `Layer`'s apply) and any optax
-`GradientTransformation`. It is deterministic for a given `key`: the key alone decides the
-order of the examples. When more than one device is visible (or passed in `devices`), each
-batch is split along a "data" mesh axis and the parameters are replicated; `jax.jit` inserts
-the gradient all-reduce (data parallelism, no code change in the step).
+`fit` works with any `Layer`'s apply (or any function ``apply(params, x) -> logits``) and any
+optax `GradientTransformation`. It is deterministic for a given `key`: the key decides the
+order of the examples, the augmentation and every dropout mask. When more than one device is
+visible (or passed in `devices`), each batch is split along a "data" mesh axis and the
+parameters are replicated; `jax.jit` inserts the gradient all-reduce (data parallelism, no
+code change in the step).
 
-Checkpoints are `.npz` files written and read with ``allow_pickle=False``: nested dict keys
-are joined with "/" ("00_conv/w"); nothing is ever unpickled.
+Nothing fails silently: before the first step `fit` checks the data on the host (float and
+finite images, integer labels in range, shapes the model accepts, for the training and the
+validation data alike), and a loss that stops being finite ends training with an error naming
+the epoch and step. Checkpoints are in `cnnlib.checkpoint`.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import numbers
-import os
 import sys
-import tempfile
 import warnings
 from typing import Any, Callable, Sequence
 
@@ -29,7 +31,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from cnnlib._validate import _is_int, check_nhwc, check_positive_int
+from cnnlib._validate import _is_int, check_key, check_nhwc, check_positive_int
 
 with warnings.catch_warnings():
     # tqdm.auto warns (TqdmWarning) when ipywidgets is missing, as it is on purpose in the book's
@@ -37,10 +39,6 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from tqdm.auto import tqdm
     from tqdm.notebook import tqdm as _widget_tqdm
-
-# Entries whose dtype NumPy cannot store without pickle (bfloat16, float8...) are saved as raw
-# bits; this entry records their real dtypes as "key=dtype" strings.
-_DTYPES_KEY = "__cnnlib_dtypes__"
 
 
 def cross_entropy(logits: Any, labels: Any, label_smoothing: float = 0.0) -> jax.Array:
@@ -50,6 +48,10 @@ def cross_entropy(logits: Any, labels: Any, label_smoothing: float = 0.0) -> jax
     the size of the logits. With label smoothing e the target is ``1 - e`` on the label plus
     ``e / num_classes`` on every class (Szegedy et al. 2016), so the loss no longer rewards
     pushing one logit without bound.
+
+    A label outside 0..num_classes - 1 raises a ValueError when the labels are concrete (an
+    eager call); inside `jax.jit`, where values are unknown while tracing, it makes the loss
+    NaN, which `fit` reports, instead of a finite wrong number.
 
     Args:
         logits: array of shape (N, num_classes).
@@ -67,20 +69,22 @@ def cross_entropy(logits: Any, labels: Any, label_smoothing: float = 0.0) -> jax
     """
     _check_logits_labels(logits, labels, "cross_entropy")
     e = _check_smoothing(label_smoothing, "cross_entropy")
-    labels = jnp.asarray(labels)
     log_p = jax.nn.log_softmax(logits, axis=-1)  # (N, num_classes)
-    nll = -jnp.take_along_axis(log_p, labels[:, None].astype(jnp.int32), axis=1)[:, 0]  # (N,)
+    # A label outside 0..K-1 reads NaN ("fill"), not a wrapped-around class: -1 is not K - 1.
+    labels = jnp.asarray(labels, jnp.int32)
+    index = jnp.where(labels < 0, log_p.shape[-1], labels)[:, None]  # (N, 1)
+    nll = -jnp.take_along_axis(log_p, index, axis=1, mode="fill", fill_value=jnp.nan)[:, 0]
     if e:
         nll = (1 - e) * nll - e * jnp.mean(log_p, axis=-1)
     return jnp.mean(nll)
 
 
 def accuracy(logits: Any, labels: Any) -> jax.Array:
-    """Fraction of rows whose largest logit is at the label.
+    """Fraction of rows whose largest logit is at the label (rows with a NaN never count).
 
     Args:
         logits: array of shape (N, num_classes).
-        labels: integer array of shape (N,).
+        labels: integer array of shape (N,), values in 0..num_classes - 1.
 
     Returns:
         A scalar float32 in [0, 1].
@@ -92,7 +96,8 @@ def accuracy(logits: Any, labels: Any) -> jax.Array:
     Introduced in chapter 06, notebooks/06-training.ipynb.
     """
     _check_logits_labels(logits, labels, "accuracy")
-    return jnp.mean(jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+    right = (jnp.argmax(logits, axis=-1) == labels) & jnp.all(jnp.isfinite(logits), axis=-1)
+    return jnp.mean(right).astype(jnp.float32)
 
 
 def make_train_step(
@@ -105,47 +110,55 @@ def make_train_step(
     """One jitted optimisation step on a batch.
 
     Args:
-        apply: ``apply(params, x) -> logits`` of shape (N, num_classes).
+        apply: a `Layer`'s apply (``model.apply``), called in training mode with the step's
+            key; or any ``apply(params, x) -> logits`` of shape (N, num_classes).
         optimizer: any optax `GradientTransformation` (e.g. ``optax.adam(1e-3)``).
         augment: optional ``augment(key, x) -> x`` applied to the batch inside the step, such
-            as ``functools.partial(random_shift, max_shift=1)``; the step then takes a key.
+            as ``functools.partial(random_shift, max_shift=1)``.
         label_smoothing: passed to `cross_entropy`.
 
     Returns:
-        ``step(params, opt_state, x, y) -> (params, opt_state, loss, accuracy)``, jitted, or
-        ``step(params, opt_state, x, y, key)`` with `augment`. Loss and accuracy are those of
-        the (augmented) batch before the update. With a batch sharded across devices and
-        replicated params, jit averages the gradients across devices itself.
+        ``step(params, opt_state, x, y, key=None) -> (params, opt_state, loss, accuracy)``,
+        jitted. `key` is needed by `augment` (which gets it as it is) and by layers that draw
+        random numbers in training, such as Dropout (the model gets ``fold_in(key, 1)``). For a
+        model with state: ``step(params, opt_state, x, y, key, state) -> (params, opt_state,
+        state, loss, accuracy)``. Loss and accuracy are those of the (augmented) batch before
+        the update. With a batch sharded across devices and replicated params, jit averages
+        the gradients across devices itself.
 
     Example:
         >>> step = make_train_step(model.apply, optax.adam(1e-3))
-        >>> params, opt_state, loss, acc = step(params, opt_state, x, y)
+        >>> params, opt_state, loss, acc = step(params, opt_state, x, y, jax.random.key(0))
 
     Introduced in chapter 06, notebooks/06-training.ipynb.
     """
     where = "make_train_step"
-    if not callable(apply):
-        raise TypeError(
-            f"{where}: `apply` must be a function apply(params, x) -> logits; got "
-            f"{type(apply).__name__}. Pass model.apply."
-        )
+    forward = _forward(apply, where)
     _check_optimizer(optimizer, where)
     _check_augment(augment, where)
     e = _check_smoothing(label_smoothing, where)
 
-    def loss_fn(params, x, y):
-        logits = apply(params, x)  # (N, num_classes)
-        return cross_entropy(logits, y, e), logits
+    def loss_fn(params, x, y, key, state):
+        logits, state = forward(params, x, key=key, train=True, state=state)  # (N, classes)
+        return cross_entropy(logits, y, e), (logits, state)
 
-    def update(params, opt_state, x, y):
-        (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, x, y)
+    def step(params, opt_state, x, y, key=None, state=None):
+        model_key = None
+        if key is not None:
+            if augment is not None:
+                x = augment(key, x)
+            model_key = jax.random.fold_in(key, 1)
+        elif augment is not None:
+            raise ValueError(f"{where}: with `augment`, the step needs a `key`; got None.")
+        (loss, (logits, state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            params, x, y, model_key, state)
         updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss, accuracy(logits, y)
+        params = optax.apply_updates(params, updates)
+        if state is None:
+            return params, opt_state, loss, accuracy(logits, y)
+        return params, opt_state, state, loss, accuracy(logits, y)
 
-    if augment is None:
-        return jax.jit(update)
-    return jax.jit(lambda params, opt_state, x, y, key:
-                   update(params, opt_state, augment(key, x), y))
+    return jax.jit(step)
 
 
 def random_shift(key: jax.Array, x: Any, max_shift: int = 1) -> jax.Array:
@@ -172,6 +185,7 @@ def random_shift(key: jax.Array, x: Any, max_shift: int = 1) -> jax.Array:
     Introduced in chapter 06, notebooks/06-training.ipynb.
     """
     where = "random_shift"
+    check_key(key, "key", where)
     check_nhwc(x, where)
     n, h, w, c = x.shape
     if not _is_int(max_shift) or not 0 <= max_shift < min(h, w):
@@ -186,6 +200,85 @@ def random_shift(key: jax.Array, x: Any, max_shift: int = 1) -> jax.Array:
     return jax.vmap(crop)(padded, corner)
 
 
+def random_flip(key: jax.Array, x: Any) -> jax.Array:
+    """Mirror each image left-right with probability 1/2 (data augmentation).
+
+    For classes that have no handedness, as garments and shoes, the mirror image has the same
+    label. Use it with `random_shift` through one function, e.g. ``lambda key, x:
+    random_flip(key, random_shift(jax.random.fold_in(key, 1), x))``.
+
+    Args:
+        key: `jax.random` key.
+        x: float array (N, H, W, C).
+
+    Returns:
+        Array of the shape and dtype of `x`.
+
+    Example:
+        >>> x = jnp.arange(4.0).reshape(1, 1, 4, 1)
+        >>> y = random_flip(jax.random.key(0), x)
+        >>> y.ravel().tolist() in ([0.0, 1.0, 2.0, 3.0], [3.0, 2.0, 1.0, 0.0])
+        True
+
+    Introduced in chapter 07, notebooks/07-going-deeper.ipynb.
+    """
+    check_key(key, "key", "random_flip")
+    check_nhwc(x, "random_flip")
+    flip = jax.random.bernoulli(key, 0.5, (x.shape[0], 1, 1, 1))
+    return jnp.where(flip, x[:, :, ::-1, :], x)
+
+
+def split_validation(
+    x: Any, y: Any, fraction: float = 0.1
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Hold out `fraction` of every class, evenly spaced: ``(train, validation)``.
+
+    Within each class, examples are taken at evenly spaced positions of the data's order (for
+    0.1, one in ten), so the split is stratified, the same for every seed and every JAX or NumPy
+    version, and needs no key. Fashion-MNIST's training order is already random, so evenly
+    spaced examples are a random sample. Choose hyperparameters on the validation part; touch
+    the test set once, for the number you report.
+
+    Args:
+        x: array (N, ...).
+        y: integer labels (N,).
+        fraction: the share held out, in (0, 1).
+
+    Returns:
+        ``((x_train, y_train), (x_val, y_val))``, each in the original order.
+
+    Example:
+        >>> (xt, yt), (xv, yv) = split_validation(np.zeros((100, 2)), np.arange(100) % 4, 0.2)
+        >>> len(yt), len(yv), np.bincount(yv).tolist()
+        (80, 20, [5, 5, 5, 5])
+
+    Introduced in chapter 06, notebooks/06-training.ipynb.
+    """
+    where = "split_validation"
+    real = isinstance(fraction, numbers.Real) and not isinstance(fraction, bool)
+    if not real or not 0 < fraction < 1:
+        raise ValueError(
+            f"{where}: `fraction` must be a number in (0, 1); got {fraction!r}. Use e.g. 0.1."
+        )
+    x, y = np.asarray(x), np.asarray(y)
+    if y.ndim != 1 or len(x) != len(y) or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(
+            f"{where}: `x` and `y` must have the same length and `y` integer shape (N,); got "
+            f"{x.shape} and {y.shape} ({y.dtype})."
+        )
+    held = np.zeros(len(y), bool)
+    for c in np.unique(y):
+        members = np.flatnonzero(y == c)  # (n_c,) in the data's order
+        k = np.arange(len(members))
+        held[members[np.floor((k + 1) * fraction) > np.floor(k * fraction)]] = True
+    if held.all() or not held.any():
+        raise ValueError(
+            f"{where}: `fraction` {fraction} leaves no example on one side of the split of "
+            f"{len(y)} examples. Use more data or a fraction nearer 0.5."
+        )
+    return (x[~held], y[~held]), (x[held], y[held])
+
+
 def fit(
     apply: Callable,
     params: Any,
@@ -195,20 +288,23 @@ def fit(
     epochs: int,
     batch_size: int,
     key: jax.Array,
-    eval_data: tuple[Any, Any] | None = None,
+    validation: float | tuple[Any, Any] | None = None,
+    state: Any = None,
     progress: bool = True,
     devices: Sequence[jax.Device] | None = None,
     augment: Callable | None = None,
     label_smoothing: float = 0.0,
-) -> tuple[Any, dict[str, list[float]]]:
+    on_nonfinite: str = "raise",
+) -> tuple:
     """Train with minibatch gradient steps; return the trained params and per-epoch history.
 
     Each epoch visits the examples in an order drawn from ``fold_in(key, epoch)`` and takes
     ``len(x) // batch_size`` steps; the remainder (different examples each epoch) is left out
-    so that every batch has the same shape and the step compiles once.
+    so that every batch has the same shape and the step compiles once. Every step gets its own
+    key (for `augment` and for layers such as Dropout) and runs the model in training mode.
 
     Args:
-        apply: ``apply(params, x) -> logits`` of shape (N, num_classes).
+        apply: a `Layer`'s apply (``model.apply``), or any ``apply(params, x) -> logits``.
         params: the initial parameters (not modified).
         optimizer: an optax `GradientTransformation`.
         train_data: ``(x, y)``: x float array (N, ...) such as NHWC images, y integer (N,).
@@ -216,45 +312,62 @@ def fit(
         epochs: passes over the data, >= 1.
         batch_size: examples per step, >= 1, at most N, divisible by the number of devices.
         key: `jax.random` key; the same key gives the same result.
-        eval_data: optional ``(x, y)`` evaluated after every epoch.
+        validation: data evaluated after every epoch: ``(x_val, y_val)``, or a fraction in
+            (0, 1) held out of `train_data` by `split_validation` (the same examples for
+            every key). Use it, not the test set, to choose epochs and learning rates.
+        state: the model's state (`cnnlib.layers.init_state`), for a model with state such as
+            BatchNorm; then fit returns the trained state too.
         progress: show a tqdm progress bar.
         devices: devices to split each batch over; default all of `jax.devices()`.
         augment: optional ``augment(key, x) -> x`` applied to every training batch (see
             `make_train_step`); its keys come from `key` too, one per step.
-        label_smoothing: passed to `cross_entropy`; evaluation always uses plain
+        label_smoothing: passed to `cross_entropy`; validation always uses plain
             cross-entropy.
+        on_nonfinite: "raise" (default) stops with a FloatingPointError when the training loss
+            is NaN or infinite; "warn" warns once and carries on.
 
     Returns:
-        ``(params, history)``; history has lists with one float per epoch: "loss" and
-        "accuracy" (means over the epoch's batches, measured before each update), and
-        "eval_loss" and "eval_accuracy" when `eval_data` is given.
+        ``(params, history)``, or ``(params, state, history)`` when `state` is given. history
+        has lists with one float per epoch: "loss" and "accuracy" (means over the epoch's
+        batches, measured before each update), and "val_loss" and "val_accuracy" (after the
+        epoch, in evaluation mode) with `validation`.
 
     Raises:
-        TypeError: uint8 or other non-float images, non-integer labels, a bad optimizer.
-        ValueError: mismatched lengths, a batch size that is too large or does not divide
-            evenly over the devices, epochs < 1.
+        TypeError: uint8 or other non-float images, non-integer labels, a bad optimizer or key.
+        ValueError: mismatched lengths, labels outside 0..num_classes - 1, non-finite images,
+            data the model cannot take, a batch size that is too large or does not divide
+            evenly over the devices, epochs < 1, no devices.
+        FloatingPointError: the loss became NaN or infinite (message: epoch and step).
 
     Example:
-        >>> (xtr, ytr), (xte, yte) = fashion_mnist()
+        >>> (xtr, ytr), _ = fashion_mnist()
         >>> params, history = fit(model.apply, params, optax.adam(1e-3), (to_float(xtr), ytr),
-        ...                       epochs=3, batch_size=128, key=jax.random.key(0))
+        ...                       epochs=3, batch_size=128, key=jax.random.key(0),
+        ...                       validation=0.1)
 
     Introduced in chapter 06, notebooks/06-training.ipynb.
     """
     where = "fit"
+    forward = _forward(apply, where)
     x, y = _check_data(train_data, where, "train_data")
-    if eval_data is not None:
-        _check_data(eval_data, where, "eval_data")
+    check_key(key, "key", where)
     _check_optimizer(optimizer, where)
     _check_augment(augment, where)
     _check_smoothing(label_smoothing, where)
     epochs = check_positive_int(epochs, "epochs", where)
     batch_size = check_positive_int(batch_size, "batch_size", where)
-    devices = list(jax.devices() if devices is None else devices)
+    if on_nonfinite not in ("raise", "warn"):
+        raise ValueError(
+            f"{where}: `on_nonfinite` must be \"raise\" or \"warn\"; got {on_nonfinite!r}."
+        )
+    if validation is not None and not isinstance(validation, (tuple, list)):
+        (x, y), validation = split_validation(x, y, validation)
+    val = None if validation is None else _check_data(validation, where, "validation")
+    devices = _check_devices(devices, where)
     if batch_size > len(x):
         raise ValueError(
-            f"{where}: `batch_size` must be at most the number of examples {len(x)}; got "
-            f"{batch_size}. Use batch_size={min(len(x), 128)} or more data."
+            f"{where}: `batch_size` must be at most the number of training examples {len(x)}; "
+            f"got {batch_size}. Use batch_size={min(len(x), 128)} or more data."
         )
     if batch_size % len(devices):
         raise ValueError(
@@ -262,17 +375,26 @@ def fit(
             f"(each gets an equal share); got {batch_size}. Use "
             f"batch_size={batch_size // len(devices) * len(devices) or len(devices)}."
         )
-    # Params replicated on every device, batches split along the "data" axis.
+    # Before the first step: the model accepts both data sets, and labels fit its classes.
+    classes = _check_model_accepts(forward, params, state, x[:batch_size], where, "train_data")
+    _check_labels(y, classes, where, "train_data")
+    if val is not None:
+        _check_model_accepts(forward, params, state, val[0][:1], where, "validation")
+        _check_labels(val[1], classes, where, "validation")
+
+    # Params (and state) replicated on every device, batches split along the "data" axis.
     mesh = Mesh(np.array(devices), ("data",))
     replicated = NamedSharding(mesh, PartitionSpec())
     split = NamedSharding(mesh, PartitionSpec("data"))
     params = jax.device_put(params, replicated)
     opt_state = jax.device_put(optimizer.init(params), replicated)
+    if state is not None:
+        state = jax.device_put(state, replicated)
     step = make_train_step(apply, optimizer, augment=augment, label_smoothing=label_smoothing)
 
     history: dict[str, list[float]] = {"loss": [], "accuracy": []}
-    if eval_data is not None:
-        history.update(eval_loss=[], eval_accuracy=[])
+    if val is not None:
+        history.update(val_loss=[], val_accuracy=[])
     steps = len(x) // batch_size
     # Without a terminal or a notebook widget (a book build, a CI log) every redraw becomes a
     # new line of output: redraw once per epoch (set_postfix) instead of ten times a second.
@@ -281,49 +403,66 @@ def fit(
         total=epochs * steps, disable=not progress, unit="step", desc="fit",
         mininterval=0.1 if live else 60.0,
     )
+    warned = False
     for epoch in range(epochs):
         epoch_key = jax.random.fold_in(key, epoch)
         order = np.asarray(jax.random.permutation(epoch_key, len(x)))
-        if augment is not None:  # one key per step, independent of the permutation's
-            step_keys = jax.device_put(jax.random.split(jax.random.fold_in(epoch_key, 1), steps),
-                                       replicated)
+        # One key per step, independent of the permutation's.
+        step_keys = jax.device_put(jax.random.split(jax.random.fold_in(epoch_key, 1), steps),
+                                   replicated)
         losses, accs = [], []  # device scalars: no host sync inside the epoch
         for i in range(steps):
             idx = order[i * batch_size : (i + 1) * batch_size]
             xb, yb = jax.device_put((x[idx], y[idx]), split)  # (B, ...) split over devices
-            if augment is None:
-                params, opt_state, loss, acc = step(params, opt_state, xb, yb)
-            else:
+            if state is None:
                 params, opt_state, loss, acc = step(params, opt_state, xb, yb, step_keys[i])
+            else:
+                params, opt_state, state, loss, acc = step(params, opt_state, xb, yb,
+                                                           step_keys[i], state)
             losses.append(loss)
             accs.append(acc)
             bar.update()
-        history["loss"].append(float(jnp.mean(jnp.stack(losses))))
+        losses = jnp.stack(losses)
+        bad = np.flatnonzero(~np.isfinite(np.asarray(losses)))
+        if bad.size and not warned:
+            message = (
+                f"{where}: the training loss became {float(losses[bad[0]])} at epoch "
+                f"{epoch + 1} of {epochs}, step {bad[0] + 1} of {steps}. Lower the learning "
+                f"rate, check the data, or clip gradients (optax.clip_by_global_norm)."
+            )
+            if on_nonfinite == "raise":
+                bar.close()
+                raise FloatingPointError(message)
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+            warned = True
+        history["loss"].append(float(jnp.mean(losses)))
         history["accuracy"].append(float(jnp.mean(jnp.stack(accs))))
         postfix = {"loss": f"{history['loss'][-1]:.4f}"}
-        if eval_data is not None:
-            eval_loss, eval_acc = evaluate(apply, params, *eval_data)
-            history["eval_loss"].append(eval_loss)
-            history["eval_accuracy"].append(eval_acc)
-            postfix["eval_acc"] = f"{eval_acc:.4f}"
+        if val is not None:
+            val_loss, val_acc = evaluate(apply, params, *val, state=state)
+            history["val_loss"].append(val_loss)
+            history["val_accuracy"].append(val_acc)
+            postfix["val_acc"] = f"{val_acc:.4f}"
         bar.set_postfix(postfix)
     bar.close()
-    return params, history
+    return (params, history) if state is None else (params, state, history)
 
 
 def evaluate(
-    apply: Callable, params: Any, x: Any, y: Any, batch_size: int = 1000
+    apply: Callable, params: Any, x: Any, y: Any, batch_size: int = 1000, *, state: Any = None
 ) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy over a whole data set, in batches.
+    """Mean cross-entropy and accuracy over a whole data set, in batches, in evaluation mode.
 
     The last batch is padded to `batch_size` and the padding masked out, so one program serves
     every batch and the result is exact for any N.
 
     Args:
-        apply: ``apply(params, x) -> logits``.
+        apply: a `Layer`'s apply, or any ``apply(params, x) -> logits``.
         params: the parameters.
-        x: float array (N, ...), y: integer array (N,).
+        x: float array (N, ...), y: integer array (N,) in 0..num_classes - 1.
         batch_size: examples per forward pass, >= 1.
+        state: the model's state, for a model with state (BatchNorm uses its running
+            averages).
 
     Returns:
         ``(loss, accuracy)`` as Python floats.
@@ -334,9 +473,11 @@ def evaluate(
     Introduced in chapter 06, notebooks/06-training.ipynb.
     """
     where = "evaluate"
+    forward = _forward(apply, where)
     x, y = _check_data((x, y), where, "x, y")
-    batch_size = check_positive_int(batch_size, "batch_size", where)
-    batch_size = min(batch_size, len(x))
+    batch_size = min(check_positive_int(batch_size, "batch_size", where), len(x))
+    classes = _check_model_accepts(forward, params, state, x[:batch_size], where, "x")
+    _check_labels(y, classes, where, "y")
     total_loss, total_correct = 0.0, 0
     for start in range(0, len(x), batch_size):
         xb, yb = x[start : start + batch_size], y[start : start + batch_size]
@@ -346,153 +487,80 @@ def evaluate(
             xb = np.concatenate([xb, np.repeat(xb[:1], fill, axis=0)])
             yb = np.concatenate([yb, np.repeat(yb[:1], fill, axis=0)])
         mask = np.arange(batch_size) < real
-        loss_sum, correct = _eval_batch(apply, params, xb, yb, mask)
+        loss_sum, correct = _eval_batch(forward, params, state, xb, yb, mask)
         total_loss += float(loss_sum)
         total_correct += int(correct)
     return total_loss / len(x), total_correct / len(x)
 
 
 @functools.partial(jax.jit, static_argnums=0)  # one program per model and batch shape
-def _eval_batch(apply, params, x, y, mask):
-    logits = apply(params, x)  # (B, num_classes)
+def _eval_batch(forward, params, state, x, y, mask):
+    logits = forward(params, x, key=None, train=False, state=state)[0]  # (B, num_classes)
     log_p = jax.nn.log_softmax(logits, axis=-1)
     nll = -jnp.take_along_axis(log_p, y[:, None].astype(jnp.int32), axis=1)[:, 0]  # (B,)
-    correct = (jnp.argmax(logits, axis=-1) == y) & mask
-    return jnp.sum(jnp.where(mask, nll, 0.0)), jnp.sum(correct)
+    right = (jnp.argmax(logits, axis=-1) == y) & jnp.all(jnp.isfinite(logits), axis=-1) & mask
+    return jnp.sum(jnp.where(mask, nll, 0.0)), jnp.sum(right)
 
 
-# --- Checkpoints ------------------------------------------------------------------------------
+# --- Calling a model ----------------------------------------------------------------------------
 
 
-def save_params(path: str | os.PathLike, params: Any) -> None:
-    """Write nested dicts of arrays to an .npz file, exactly (values, shapes and dtypes).
+class _Forward:
+    """``forward(params, x, *, key, train, state) -> (logits, state)`` for any apply.
 
-    Keys are joined with "/": ``{"00_conv": {"w": ...}}`` is stored as "00_conv/w". The file
-    is written to a temporary name and then renamed, so a crash never leaves half a file.
-
-    Args:
-        path: file to write (the name is used as given; ".npz" is not appended).
-        params: nested dicts with string keys (no "/") and array leaves.
-
-    Raises:
-        TypeError: a node is not a dict or array, or a key is not a string.
-        ValueError: a key contains "/" or is empty, or equals the reserved name.
-
-    Example:
-        >>> save_params("lenet.npz", params)
-        >>> restored = load_params("lenet.npz", like=params)
-
-    Introduced in chapter 06, notebooks/06-training.ipynb.
+    A `Layer`'s apply takes `key` and `train` (and `state`, for a model with state); a plain
+    function ``apply(params, x)`` is called without them. Hashable by the apply it wraps, so
+    jitted helpers that take it as a static argument compile once per model.
     """
-    flat = _flatten(params, "", "save_params")
-    arrays, odd = {}, []
-    for key, value in flat.items():
-        array = np.asarray(value)
-        if array.dtype.kind == "V" or array.dtype.type.__module__.startswith("ml_dtypes"):
-            odd.append(f"{key}={array.dtype.name}")  # bfloat16 etc.: store the bits
-            array = array.view(f"u{array.dtype.itemsize}")
-        arrays[key] = array
-    if odd:
-        arrays[_DTYPES_KEY] = np.array(odd)  # unicode strings, no pickle needed
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".params.", suffix=".npz.part", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
+    def __init__(self, apply, where):
+        self.apply = apply
+        self.takes_keywords = _takes_keywords(apply)
+        self.where = where
 
-def load_params(path: str | os.PathLike, like: Any = None) -> dict:
-    """Read params written by `save_params`; optionally check them against `like`.
-
-    Args:
-        path: the .npz file.
-        like: optional params (arrays or `jax.ShapeDtypeStruct` leaves, e.g. from
-            `cnnlib.layers.param_shapes`) the file must match key for key, in shape and dtype.
-
-    Returns:
-        Nested dicts of NumPy arrays, bitwise equal to what was saved (jax functions take them
-        as they are).
-
-    Raises:
-        ValueError: the file does not match `like`; the message names the missing and extra
-            keys, or the key whose shape or dtype differs.
-
-    Example:
-        >>> params = load_params("lenet.npz", like=params)
-
-    Introduced in chapter 06, notebooks/06-training.ipynb.
-    """
-    with np.load(os.fspath(path), allow_pickle=False) as data:
-        flat = {key: data[key] for key in data.files}
-    for entry in flat.pop(_DTYPES_KEY, np.array([], str)).tolist():
-        key, dtype = entry.rsplit("=", 1)
-        flat[key] = flat[key].view(jnp.dtype(dtype))
-    if like is not None:
-        _check_like(flat, _flatten(like, "", "load_params"), os.fspath(path))
-    return _unflatten(flat)
-
-
-def _flatten(tree, prefix, where):
-    if not isinstance(tree, dict):
-        raise TypeError(
-            f"{where}: params must be nested dicts of arrays; got {type(tree).__name__} at "
-            f"{repr(prefix) if prefix else 'the top'}. Convert lists or tuples to dicts with "
-            f"string keys."
-        )
-    flat = {}
-    for key, value in tree.items():
-        if not isinstance(key, str) or not key or "/" in key or key == _DTYPES_KEY:
-            raise (TypeError if not isinstance(key, str) else ValueError)(
-                f"{where}: every key must be a non-empty string without '/' (it joins nested "
-                f"keys) other than {_DTYPES_KEY!r}; got {key!r} under "
-                f"{repr(prefix) if prefix else 'the top'}. "
-                f"Rename it."
-            )
-        name = f"{prefix}/{key}" if prefix else key
-        if isinstance(value, dict):
-            flat.update(_flatten(value, name, where))
-        elif hasattr(value, "shape") and hasattr(value, "dtype"):
-            flat[name] = value
-        else:
+    def __call__(self, params, x, *, key, train, state):
+        if not self.takes_keywords:
+            if state is not None:
+                raise TypeError(
+                    f"{self.where}: `state` was given, but `apply` takes no keywords (it must "
+                    f"accept state=, key= and train=, as a Layer's apply does)."
+                )
+            return self.apply(params, x), None
+        kwargs = {"train": train}
+        if key is not None:
+            kwargs["key"] = key
+        if state is None:
+            return self.apply(params, x, **kwargs), None
+        out = self.apply(params, x, state=state, **kwargs)
+        if not (isinstance(out, tuple) and len(out) == 2):
             raise TypeError(
-                f"{where}: params must be nested dicts of arrays; got {type(value).__name__} "
-                f"at {name!r}. Convert it with np.asarray."
+                f"{self.where}: `apply` was called with state= and must return (y, state); got "
+                f"{type(out).__name__}. Use a combinator (serial) as the model, or drop state=."
             )
-    return flat
+        return out
+
+    def __hash__(self):
+        return hash(self.apply)
+
+    def __eq__(self, other):
+        return isinstance(other, _Forward) and other.apply == self.apply
 
 
-def _unflatten(flat):
-    tree: dict = {}
-    for name, value in flat.items():
-        *parents, leaf = name.split("/")
-        node = tree
-        for parent in parents:
-            node = node.setdefault(parent, {})
-        node[leaf] = value
-    return tree
-
-
-def _check_like(flat, like, path):
-    missing, extra = sorted(set(like) - set(flat)), sorted(set(flat) - set(like))
-    if missing or extra:
-        raise ValueError(
-            f"load_params: {path} does not match `like`: missing keys {missing}, extra keys "
-            f"{extra}. Load it with like=None to inspect it, or build the model it was saved "
-            f"from."
+def _forward(apply, where):
+    if not callable(apply):
+        raise TypeError(
+            f"{where}: `apply` must be a function apply(params, x) -> logits; got "
+            f"{type(apply).__name__}. Pass model.apply."
         )
-    for key in sorted(like):
-        want, got = like[key], flat[key]
-        if tuple(want.shape) != got.shape or jnp.dtype(want.dtype) != got.dtype:
-            raise ValueError(
-                f"load_params: {path} entry {key!r} has shape {got.shape} and dtype {got.dtype}; "
-                f"`like` has shape {tuple(want.shape)} and dtype {jnp.dtype(want.dtype)}. The "
-                f"file was saved from a different model (or a different input size)."
-            )
+    return _Forward(apply, where)
+
+
+def _takes_keywords(apply):
+    try:
+        parameters = inspect.signature(apply).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.kind is p.VAR_KEYWORD or p.name == "train" for p in parameters)
 
 
 # --- Checks -----------------------------------------------------------------------------------
@@ -524,7 +592,45 @@ def _check_data(data, where, name):
             f"{where}: x and y in `{name}` must have the same non-zero length; got {len(x)} and "
             f"{len(y)}."
         )
-    return np.asarray(x), np.asarray(y)
+    x, y = np.asarray(x), np.asarray(y)
+    finite = np.isfinite(x)
+    if not finite.all():
+        raise ValueError(
+            f"{where}: x in `{name}` must be finite; {np.size(finite) - np.count_nonzero(finite)} "
+            f"of its {np.size(x)} values are NaN or infinite (the first in example "
+            f"{int(np.argmin(finite.reshape(len(x), -1).all(axis=1)))}). Clean the data first."
+        )
+    return x, y
+
+
+def _check_model_accepts(forward, params, state, xb, where, name):
+    """Trace one forward pass on a batch of `name`'s shape: errors now, not after an epoch."""
+    try:
+        out = jax.eval_shape(
+            lambda p, s, x: forward(p, x, key=None, train=False, state=s)[0], params, state, xb)
+    except (ValueError, TypeError) as err:
+        if type(err) not in (ValueError, TypeError):
+            raise
+        raise type(err)(
+            f"{where}: the model cannot take x of `{name}` (shape {tuple(xb.shape[1:])} per "
+            f"example): {err}"
+        ).with_traceback(err.__traceback__) from None
+    if len(out.shape) != 2:
+        raise ValueError(
+            f"{where}: the model must return logits of shape (N, num_classes); got "
+            f"{tuple(out.shape)} for x of `{name}`. End it with Flatten() and Dense(num_classes)."
+        )
+    return out.shape[1]
+
+
+def _check_labels(y, classes, where, name):
+    low, high = int(y.min()), int(y.max())
+    if low < 0 or high >= classes:
+        raise ValueError(
+            f"{where}: labels in `{name}` must lie in 0..{classes - 1} (the model has {classes} "
+            f"outputs); got values from {low} to {high}. Check the labels, or give the last "
+            f"layer {high + 1} outputs."
+        )
 
 
 def _check_logits_labels(logits, labels, where):
@@ -538,6 +644,24 @@ def _check_logits_labels(logits, labels, where):
             f"{where}: `labels` must be integers (class indices); got {jnp.result_type(labels)}. "
             f"Use labels.astype(jnp.int32); for one-hot targets use argmax(axis=-1) first."
         )
+    if not isinstance(labels, jax.core.Tracer) and np.size(labels):
+        values = np.asarray(labels)
+        classes = np.shape(logits)[1]
+        if values.min() < 0 or values.max() >= classes:
+            raise ValueError(
+                f"{where}: `labels` must lie in 0..{classes - 1} (logits have {classes} "
+                f"columns); got values from {values.min()} to {values.max()}."
+            )
+
+
+def _check_devices(devices, where):
+    devices = list(jax.devices() if devices is None else devices)
+    if not devices or not all(isinstance(d, jax.Device) for d in devices):
+        raise ValueError(
+            f"{where}: `devices` must be None (all devices) or a non-empty list of jax devices; "
+            f"got {devices!r}. Use e.g. devices=jax.devices()[:2]."
+        )
+    return devices
 
 
 def _check_smoothing(label_smoothing, where):

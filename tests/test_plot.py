@@ -153,20 +153,20 @@ def test_image_grid_errors():
 HISTORY = {
     "loss": [0.9, 0.5, 0.4],
     "accuracy": [0.6, 0.8, 0.85],
-    "eval_loss": [0.7, 0.55, 0.5],
-    "eval_accuracy": [0.7, 0.79, 0.82],
+    "val_loss": [0.7, 0.55, 0.5],
+    "val_accuracy": [0.7, 0.79, 0.82],
 }
 
 
 def test_plot_history_draws_every_curve():
-    fig = plot_history(HISTORY, eval_label="test", title="run")
+    fig = plot_history(HISTORY, val_label="test", title="run")
     ax_loss, ax_acc = fig.axes
     for ax, metric in ((ax_loss, "loss"), (ax_acc, "accuracy")):
         lines = {line.get_label(): line for line in ax.get_lines()}
         assert set(lines) == {"train", "test"}
         np.testing.assert_array_equal(lines["train"].get_xdata(), [1, 2, 3])
         np.testing.assert_allclose(lines["train"].get_ydata(), HISTORY[metric])
-        np.testing.assert_allclose(lines["test"].get_ydata(), HISTORY[f"eval_{metric}"])
+        np.testing.assert_allclose(lines["test"].get_ydata(), HISTORY[f"val_{metric}"])
         assert ax.get_xlabel() == "epoch" and ax.get_ylabel() and ax.get_title()
     assert fig._suptitle.get_text() == "run"
 
@@ -181,8 +181,8 @@ def test_plot_history_errors():
         plot_history({"loss": [1.0]})
     with pytest.raises(ValueError, match=r"got list\."):
         plot_history([1.0, 2.0])
-    with pytest.raises(ValueError, match=r"plot_history: every list in `history` must have one value per epoch .* got lengths \{'loss': 3, 'accuracy': 3, 'eval_loss': 2, 'eval_accuracy': 3\}"):
-        plot_history({**HISTORY, "eval_loss": [0.7, 0.5]})
+    with pytest.raises(ValueError, match=r"plot_history: every list in `history` must have one value per epoch .* got lengths \{'loss': 3, 'accuracy': 3, 'val_loss': 2, 'val_accuracy': 3\}"):
+        plot_history({**HISTORY, "val_loss": [0.7, 0.5]})
     with pytest.raises(ValueError, match=r"got lengths \{'loss': 0, 'accuracy': 0\}"):
         plot_history({"loss": [], "accuracy": []})
 

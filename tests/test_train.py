@@ -1,5 +1,6 @@
 """cnnlib.train against closed forms and NumPy: loss, accuracy, one optimiser step, fit
-(determinism, history, learning), evaluate, checkpoints, data-parallel training on 4 devices."""
+(determinism, history, learning, validation, keys and state), evaluate, the checks that stop
+bad input before training, data-parallel training on 4 devices (BatchNorm included)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,19 @@ import optax
 import pytest
 
 from cnnlib import train
-from cnnlib.layers import Conv, Dense, Flatten, MaxPool, Relu, init_params, param_shapes, serial
+from cnnlib.layers import (
+    BatchNorm,
+    Conv,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAvgPool,
+    MaxPool,
+    Relu,
+    init_params,
+    init_state,
+    serial,
+)
 
 
 def log_softmax64(logits):
@@ -192,21 +205,21 @@ def test_fit_is_deterministic_and_learns():
 
     def run(seed):
         return train.fit(model.apply, params, optax.adam(0.05), (x, y), epochs=4, batch_size=16,
-                         key=jax.random.key(seed), eval_data=blobs(40, seed=1), progress=False)
+                         key=jax.random.key(seed), validation=blobs(40, seed=1), progress=False)
 
     (p1, h1), (p2, h2), (p3, _) = run(1), run(1), run(2)
     for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p2)):
         np.testing.assert_array_equal(a, b)  # the same key: bit for bit
     assert not np.array_equal(p1["1_dense"]["w"], p3["1_dense"]["w"])  # the key sets the order
     assert h1 == h2
-    assert set(h1) == {"loss", "accuracy", "eval_loss", "eval_accuracy"}
+    assert set(h1) == {"loss", "accuracy", "val_loss", "val_accuracy"}
     assert all(len(v) == 4 and all(isinstance(f, float) for f in v) for v in h1.values())
     assert h1["loss"][-1] < h1["loss"][0] and h1["accuracy"][-1] >= 0.9  # separable blobs
     for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(before)):
         np.testing.assert_array_equal(a, b)  # the initial params are not modified
-    # The eval entries are what evaluate() gives for the final params.
+    # The validation entries are what evaluate() gives for the final params.
     final = train.evaluate(model.apply, p1, *blobs(40, seed=1))
-    assert (h1["eval_loss"][-1], h1["eval_accuracy"][-1]) == pytest.approx(final)
+    assert (h1["val_loss"][-1], h1["val_accuracy"][-1]) == pytest.approx(final)
 
 
 def test_fit_with_augmentation_is_deterministic_and_differs():
@@ -229,7 +242,7 @@ def test_fit_with_augmentation_is_deterministic_and_differs():
     assert not np.array_equal(q0["1_dense"]["w"], p0["1_dense"]["w"])
 
 
-def test_fit_history_without_eval_and_progress_bar(capsys):
+def test_fit_history_without_validation_and_progress_bar(capsys):
     model, params = linear_model()
     x, y = blobs(20)
     _, history = train.fit(model.apply, params, optax.sgd(0.1), (x, y), epochs=1,
@@ -261,10 +274,10 @@ def test_fit_errors():
         fit((x, y[:19]))
     with pytest.raises(TypeError, match=r"fit: `train_data` must be a pair \(x, y\); got ndarray"):
         fit(x)
-    with pytest.raises(TypeError, match=r"fit: x in `eval_data` must be a float array"):
-        fit(eval_data=(x.astype(np.int32), y))
+    with pytest.raises(TypeError, match=r"fit: x in `validation` must be a float array"):
+        fit(validation=(x.astype(np.int32), y))
     with pytest.raises(ValueError, match=r"fit: `batch_size` must be at most the number of "
-                       r"examples 20; got 32\. Use batch_size=20 or more data\."):
+                       r"training examples 20; got 32\. Use batch_size=20 or more data\."):
         fit(batch_size=32)
     with pytest.raises(ValueError, match=r"fit: `epochs` must be a positive int; got 0\."):
         fit(epochs=0)
@@ -294,65 +307,167 @@ def test_evaluate_is_exact_for_any_n():
         train.evaluate(model.apply, params, x, y, batch_size="10")
 
 
-# --- Checkpoints --------------------------------------------------------------------------------
+# --- Validation split ----------------------------------------------------------------------------
 
 
-def test_save_load_round_trip_is_exact(tmp_path):
-    model = serial(Conv(4, 3), Relu(), MaxPool(2), Flatten(), Dense(3))
-    _, params = init_params(model, jax.random.key(0), (-1, 8, 8, 1))
-    params["extra"] = {"half": jnp.arange(5, dtype=jnp.float16) / 3,
-                       "bf16": jnp.arange(4, dtype=jnp.bfloat16) / 3,
-                       "step": np.int32(7) * np.ones((), np.int32)}
-    path = tmp_path / "ckpt.npz"
-    train.save_params(path, params)
-    back = train.load_params(path, like=params)
-    assert jax.tree.structure(back) == jax.tree.structure(params)
-    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(back)):
-        assert np.asarray(a).dtype == b.dtype and np.asarray(a).shape == b.shape
-        np.testing.assert_array_equal(np.asarray(a), b)
-    # Plain NumPy reads the file without pickle: every entry is a plain array.
-    with np.load(path, allow_pickle=False) as data:
-        assert "0_conv/w" in data.files and data["0_conv/w"].shape == (3, 3, 1, 4)
-    # `like` may be shapes only (param_shapes), and the model runs on what was loaded.
-    _, shapes = param_shapes(model, (-1, 8, 8, 1))
-    del params["extra"]
-    train.save_params(path, params)
-    loaded = train.load_params(path, like=shapes)
-    x = jnp.ones((2, 8, 8, 1))
-    np.testing.assert_array_equal(model.apply(loaded, x), model.apply(params, x))
-    assert not list(tmp_path.glob(".params.*"))  # no temporary file left behind
+def test_split_validation_is_stratified_evenly_spaced_and_disjoint():
+    y = np.repeat(np.arange(4), [30, 20, 50, 10])
+    x = np.arange(len(y), dtype=np.float32)[:, None]
+    (xt, yt), (xv, yv) = train.split_validation(x, y, 0.1)
+    assert np.bincount(yv).tolist() == [3, 2, 5, 1]  # a tenth of every class
+    assert len(yt) + len(yv) == len(y) and not set(xt[:, 0]) & set(xv[:, 0])
+    held = xv[yv == 2, 0].astype(int) - 50  # positions within class 2: one in ten
+    assert held.tolist() == [9, 19, 29, 39, 49]
+    again = train.split_validation(x, y, 0.1)  # no key: always the same split
+    np.testing.assert_array_equal(again[1][0], xv)
+    for bad in (0, 1, 1.5, "0.1", True):
+        with pytest.raises(ValueError, match=r"split_validation: `fraction` must be a number in "
+                           r"\(0, 1\); got"):
+            train.split_validation(x, y, bad)
 
 
-def test_load_params_mismatch_errors(tmp_path):
-    path = tmp_path / "p.npz"
-    train.save_params(path, {"0_conv": {"w": np.zeros((3, 3, 1, 4), np.float32)}})
-    with pytest.raises(ValueError, match=r"load_params: .*p\.npz does not match `like`: missing "
-                       r"keys \['0_conv/b'\], extra keys \[\]\. Load it with like=None"):
-        train.load_params(path, like={"0_conv": {"w": np.zeros((3, 3, 1, 4), np.float32),
-                                                 "b": np.zeros(4, np.float32)}})
-    with pytest.raises(ValueError, match=r"load_params: .*p\.npz entry '0_conv/w' has shape "
-                       r"\(3, 3, 1, 4\) and dtype float32; `like` has shape \(5, 5, 1, 4\) and "
-                       r"dtype float32\. The file was saved from a different model"):
-        train.load_params(path, like={"0_conv": {"w": np.zeros((5, 5, 1, 4), np.float32)}})
-    with pytest.raises(ValueError, match=r"entry '0_conv/w' has shape \(3, 3, 1, 4\) and dtype "
-                       r"float32; `like` has shape \(3, 3, 1, 4\) and dtype float16"):
-        train.load_params(path, like={"0_conv": {"w": np.zeros((3, 3, 1, 4), np.float16)}})
+def test_fit_with_a_validation_fraction_holds_out_the_split():
+    model, params = linear_model()
+    x, y = blobs(100)
+    _, (xv, yv) = train.split_validation(x, y, 0.2)
+    p, history = train.fit(model.apply, params, optax.adam(0.05), (x, y), epochs=2,
+                           batch_size=16, key=jax.random.key(0), validation=0.2, progress=False)
+    assert history["val_loss"][-1] == pytest.approx(train.evaluate(model.apply, p, xv, yv)[0])
+    # 80 training examples, batch 16: 5 steps per epoch (the held-out 20 are not trained on).
+    q, _ = train.fit(model.apply, params, optax.adam(0.05), train.split_validation(x, y, 0.2)[0],
+                     epochs=2, batch_size=16, key=jax.random.key(0), progress=False)
+    for a, b in zip(jax.tree.leaves(p), jax.tree.leaves(q)):
+        np.testing.assert_array_equal(a, b)
 
 
-def test_save_params_errors(tmp_path):
-    with pytest.raises(ValueError, match=r"save_params: every key must be a non-empty string "
-                       r"without '/' .*; got 'a/b' under the top\. Rename it\."):
-        train.save_params(tmp_path / "p.npz", {"a/b": np.zeros(2)})
-    with pytest.raises(TypeError, match=r"save_params: every key must be .*; got 3 under "
-                       r"'layer'"):
-        train.save_params(tmp_path / "p.npz", {"layer": {3: np.zeros(2)}})
-    with pytest.raises(TypeError, match=r"save_params: params must be nested dicts of arrays; "
-                       r"got list at 'layer/w'\. Convert it with np\.asarray\."):
-        train.save_params(tmp_path / "p.npz", {"layer": {"w": [1.0, 2.0]}})
-    with pytest.raises(TypeError, match=r"save_params: params must be nested dicts of arrays; "
-                       r"got list at the top"):
-        train.save_params(tmp_path / "p.npz", [np.zeros(2)])
-    assert not list(tmp_path.iterdir())  # nothing written
+# --- Keys, train mode and state through training -------------------------------------------------
+
+
+def small_net(*extra):
+    return serial(Conv(4, 3, padding="SAME"), *extra, Relu(), GlobalAvgPool(),
+                  Dense(3, w_init="lecun"))
+
+
+def test_fit_passes_a_fresh_key_per_step_and_train_mode_to_dropout():
+    model = small_net(Dropout(0.5))
+    _, params = init_params(model, jax.random.key(0), (-1, 4, 4, 1))
+    x, y = blobs(64)
+    run = lambda seed: train.fit(model.apply, params, optax.adam(0.05), (x, y), epochs=2,  # noqa
+                                 batch_size=16, key=jax.random.key(seed), progress=False)
+    (p1, h1), (p2, h2), (p3, _) = run(0), run(0), run(1)
+    for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p2)):
+        np.testing.assert_array_equal(a, b)  # the key fixes every dropout mask
+    assert h1 == h2 and not np.array_equal(p1["0_conv"]["w"], p3["0_conv"]["w"])
+    # Training saw dropout; evaluation does not (deterministic, no key needed).
+    logits = model.apply(p1, x)
+    np.testing.assert_array_equal(logits, model.apply(p1, x, train=False))
+    assert not np.array_equal(model.apply(p1, x, train=True, key=jax.random.key(5)), logits)
+
+
+def test_fit_threads_batch_norm_state_and_evaluate_uses_it():
+    model = small_net(BatchNorm())
+    _, params = init_params(model, jax.random.key(0), (-1, 4, 4, 1))
+    state = init_state(model, (-1, 4, 4, 1))
+    x, y = blobs(64)
+    p, s, history = train.fit(model.apply, params, optax.adam(0.05), (x, y), epochs=3,
+                              batch_size=16, key=jax.random.key(0), state=state,
+                              validation=blobs(32, seed=1), progress=False)
+    assert history["loss"][-1] < history["loss"][0]
+    assert not np.allclose(s["1_batch_norm"]["mean"], 0)  # running averages moved
+    np.testing.assert_array_equal(state["1_batch_norm"]["mean"], np.zeros(4))  # input untouched
+    # evaluate uses the running statistics: equal to applying the model with them by hand.
+    xv, yv = blobs(32, seed=1)
+    logits, same = model.apply(p, xv, state=s)
+    assert jax.tree.map(np.array_equal, same, s) == jax.tree.map(lambda _: True, s)
+    want = train.cross_entropy(logits, yv)
+    assert train.evaluate(model.apply, p, xv, yv, state=s)[0] == pytest.approx(float(want), 1e-5)
+    assert history["val_loss"][-1] == pytest.approx(float(want), 1e-5)
+    with pytest.raises(ValueError, match=r"the model has state \(layer '1_batch_norm' is a "
+                       r"batch_norm\), so apply needs `state`"):
+        train.fit(model.apply, params, optax.adam(0.05), (x, y), epochs=1, batch_size=16,
+                  key=jax.random.key(0), progress=False)
+
+
+def test_train_step_with_state_returns_it():
+    model = small_net(BatchNorm(momentum=0.5))
+    _, params = init_params(model, jax.random.key(0), (-1, 4, 4, 1))
+    state = init_state(model, (-1, 4, 4, 1))
+    x, y = blobs(16)
+    opt = optax.sgd(0.1)
+    step = train.make_train_step(model.apply, opt)
+    _, _, new_state, loss, _ = step(params, opt.init(params), x, y, jax.random.key(0), state)
+    h = Conv(4, 3, padding="SAME").apply(params["0_conv"], x)
+    np.testing.assert_allclose(new_state["1_batch_norm"]["mean"], 0.5 * h.mean((0, 1, 2)),
+                               rtol=1e-5, atol=1e-6)
+    assert np.isfinite(float(loss))
+
+
+# --- Nothing fails silently ----------------------------------------------------------------------
+
+
+def test_labels_out_of_range_are_errors_or_nan_never_a_wrong_number():
+    logits = jnp.zeros((2, 10))
+    for bad in ([3, 12], [3, -1]):
+        with pytest.raises(ValueError, match=r"cross_entropy: `labels` must lie in 0\.\.9 "
+                           r"\(logits have 10 columns\)"):
+            train.cross_entropy(logits, jnp.array(bad))
+        with pytest.raises(ValueError, match=r"accuracy: `labels` must lie in 0\.\.9"):
+            train.accuracy(logits, jnp.array(bad))
+        # Under jit the values are unknown while tracing: the loss is NaN, not finite.
+        assert np.isnan(jax.jit(train.cross_entropy)(logits, jnp.array(bad)))
+    model, params = linear_model()
+    x, y = blobs(20)
+    with pytest.raises(ValueError, match=r"fit: labels in `train_data` must lie in 0\.\.2 \(the "
+                       r"model has 3 outputs\); got values from 0 to 7"):
+        train.fit(model.apply, params, optax.sgd(0.1), (x, np.where(y == 1, 7, y)), epochs=1,
+                  batch_size=8, key=jax.random.key(0), progress=False)
+    with pytest.raises(ValueError, match=r"evaluate: labels in `y` must lie in 0\.\.2 .* got "
+                       r"values from -1 to 2"):
+        train.evaluate(model.apply, params, x, np.where(y == 1, -1, y))
+
+
+def test_nan_logits_are_never_counted_as_correct():
+    logits = jnp.array([[np.nan, 0.0], [1.0, 0.0]])
+    assert float(train.accuracy(logits, jnp.array([0, 0]))) == 0.5
+
+
+def test_non_finite_data_and_loss_stop_fit():
+    model, params = linear_model()
+    x, y = blobs(32)
+    kw = dict(epochs=2, batch_size=8, key=jax.random.key(0), progress=False)
+    with pytest.raises(ValueError, match=r"fit: x in `train_data` must be finite; 16 of its 512 "
+                       r"values are NaN or infinite \(the first in example 3\)"):
+        train.fit(model.apply, params, optax.sgd(0.1), (np.where(np.arange(32)[:, None, None,
+                  None] == 3, np.nan, x).astype(np.float32), y), **kw)
+    with pytest.raises(FloatingPointError, match=r"fit: the training loss became (nan|inf) at "
+                       r"epoch 1 of 2, step 2 of 4\. Lower the learning rate"):
+        train.fit(model.apply, params, optax.sgd(1e38), (x, y), **kw)
+    with pytest.warns(RuntimeWarning, match=r"the training loss became"):
+        _, history = train.fit(model.apply, params, optax.sgd(1e38), (x, y),
+                               on_nonfinite="warn", **kw)
+    assert len(history["loss"]) == 2 and np.isnan(history["loss"][-1])
+
+
+def test_fit_checks_keys_devices_and_the_validation_shape_before_training():
+    model = small_net()
+    _, params = init_params(model, jax.random.key(0), (-1, 4, 4, 1))
+    x, y = blobs(32)
+    kw = dict(epochs=1, batch_size=8, progress=False)
+    with pytest.raises(TypeError, match=r"fit: `key` must be one JAX random key such as "
+                       r"jax\.random\.key\(0\); got int 0"):
+        train.fit(model.apply, params, optax.sgd(0.1), (x, y), key=0, **kw)
+    with pytest.raises(ValueError, match=r"fit: `devices` must be None \(all devices\) or a "
+                       r"non-empty list of jax devices; got \[\]"):
+        train.fit(model.apply, params, optax.sgd(0.1), (x, y), key=jax.random.key(0),
+                  devices=[], **kw)
+    with pytest.raises(ValueError, match=r"fit: the model cannot take x of `validation` \(shape "
+                       r"\(4, 4, 3\) per example\): in layer '0_conv': Conv: params\['w'\]"):
+        train.fit(model.apply, params, optax.sgd(0.1), (x, y), key=jax.random.key(0),
+                  validation=(np.ones((4, 4, 4, 3), np.float32), y[:4]), **kw)
+    with pytest.raises(TypeError, match=r"init_params: `key` must be one JAX random key"):
+        init_params(model, 0, (-1, 4, 4, 1))
+    with pytest.raises(TypeError, match=r"random_shift: `key` must be one JAX random key"):
+        train.random_shift(0, x)
 
 
 # --- Data parallelism on 4 (simulated) devices ---------------------------------------------------
@@ -387,8 +502,22 @@ FOUR_DEVICES = textwrap.dedent("""
         message = "no error"
     except ValueError as error:
         message = str(error)
+    # BatchNorm's batch statistics are global (the whole batch across devices), and dropout
+    # masks do not depend on the sharding: 4 devices train as 1 device does.
+    from cnnlib.layers import BatchNorm, Dropout, init_state
+    # No conv bias before BatchNorm: its gradient is zero up to rounding, and Adam would turn
+    # that rounding noise (which differs between 1 and 4 devices) into full-size steps.
+    bn = serial(Conv(4, 3, padding="SAME", use_bias=False), BatchNorm(), Relu(), Dropout(0.3),
+                MaxPool(2), Flatten(), Dense(3))
+    _, bp = init_params(bn, jax.random.key(0), (-1, 8, 8, 1))
+    bs = init_state(bn, (-1, 8, 8, 1))
+    p4, s4, _ = train.fit(bn.apply, bp, optax.adam(1e-2), (x, y), state=bs, **kw)
+    p1, s1, _ = train.fit(bn.apply, bp, optax.adam(1e-2), (x, y), state=bs,
+                          devices=jax.devices()[:1], **kw)
+    bn_diff = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+                  for a, b in zip(jax.tree.leaves((p4, s4)), jax.tree.leaves((p1, s1))))
     print(json.dumps(dict(diff=diff, moved=moved, loss4=h4["loss"], loss1=h1["loss"],
-                          message=message)))
+                          message=message, bn_diff=bn_diff)))
 """)
 
 
@@ -402,6 +531,7 @@ def test_sharded_training_equals_single_device():
     diff, moved = fields["diff"], fields["moved"]
     assert moved > 1e-3  # training changed the parameters...
     assert diff <= 1e-5  # ...and 4 devices changed them as 1 device did
+    assert fields["bn_diff"] <= 1e-5  # BatchNorm statistics over the whole batch, not per device
     assert fields["message"] == (
         "fit: `batch_size` must be divisible by the number of devices 4 (each gets an equal "
         "share); got 18. Use batch_size=16.")
