@@ -21,9 +21,10 @@ import functools
 import gzip
 import hashlib
 import os
-import tempfile
+import time
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -96,7 +97,7 @@ def fashion_mnist(
         download: fetch missing files from `mirror` into the cache. With False, a
             missing file raises FileNotFoundError instead.
         mirror: base URL the four file names are appended to.
-        timeout: seconds to wait for the mirror before giving up.
+        timeout: seconds a whole download may take before it is given up.
 
     Returns:
         ``(x_train, y_train), (x_test, y_test)``: images uint8 of shape (60000, 28, 28)
@@ -194,23 +195,27 @@ def _read_verified(path: Path) -> np.ndarray:
     return _read_cached(str(path), stat.st_mtime_ns, stat.st_size).copy()
 
 
-def _payload(path: Path, name: str) -> bytes:
-    """Decompress `path` (at most the expected size of `name`) and verify its SHA-256."""
+def _payload(path: Path, name: str, fix: str | None = None) -> bytes:
+    """Decompress `path` (at most the expected size of `name`) and verify its SHA-256.
+
+    `fix` is what the message tells the reader to do; by default, delete the file and load
+    again.
+    """
     expected_sha, expected_size = FILES[name]
+    fix = fix or f"Delete {path} and call fashion_mnist() again to fetch a fresh copy."
     try:
         with gzip.open(path, "rb") as f:
             payload = f.read(expected_size + 1)  # +1: a longer file is detected, not truncated
     except (OSError, EOFError) as err:
         raise ChecksumError(
-            f"fashion_mnist: {path} is not a readable gzip file ({err}). Delete it and "
-            f"call fashion_mnist() again to fetch a fresh copy."
+            f"fashion_mnist: {path} is not a readable gzip file ({err}). {fix}"
         ) from None
     digest = hashlib.sha256(payload).hexdigest()
     if digest != expected_sha:
         raise ChecksumError(
             f"fashion_mnist: checksum mismatch for {path}: SHA-256 of its content is "
             f"{digest}, expected {expected_sha}. The file is corrupt or not the official "
-            f"release; delete it and call fashion_mnist() again to fetch a fresh copy."
+            f"release. {fix}"
         )
     return payload
 
@@ -224,25 +229,42 @@ def _parse_idx(payload: bytes) -> np.ndarray:
 
 
 def _download(name: str, mirror: str, timeout: float) -> Path:
-    """Fetch `name` into the writable data folder, verify it, then move it into place."""
+    """Fetch `name` into the writable data folder, verify it, then move it into place.
+
+    `timeout` bounds the whole transfer, not each socket read; at most the expected
+    decompressed size plus 1 MiB is read (a gzip file is never larger than its payload by more
+    than a header), so a wrong or endless response cannot fill the disk before the hash check.
+    The file gets the permissions of any new file (0644 under the usual umask 022), so a shared
+    data folder stays readable to others.
+    """
     target_dir = Path(os.environ.get("CNNLIB_DATA") or cache_dir()).expanduser()
     target_dir.mkdir(parents=True, exist_ok=True)
     url = mirror.rstrip("/") + "/" + name
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=target_dir)
-    tmp_path = Path(tmp)
+    cap = FILES[name][1] + (1 << 20)
+    tmp_path = target_dir / f".{name}.{uuid.uuid4().hex}.part"
+    deadline = time.monotonic() + timeout
     try:
-        with os.fdopen(fd, "wb") as out:
+        with os.fdopen(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as out:
             try:
                 with urllib.request.urlopen(url, timeout=timeout) as response:
-                    while chunk := response.read(1 << 20):
+                    received = 0
+                    while chunk := response.read1(1 << 16):  # what has arrived, <= 64 KiB
+                        received += len(chunk)
+                        if received > cap:
+                            raise ChecksumError(
+                                f"fashion_mnist: {url} sent more than {cap:,d} bytes, more than "
+                                f"{name} can be; stopped, nothing was cached. Check the mirror "
+                                f"URL ({mirror})."
+                            )
+                        if time.monotonic() > deadline:
+                            raise TimeoutError(f"not finished within {timeout} s")
                         out.write(chunk)
             except (urllib.error.URLError, OSError) as err:
                 reason = f"download from {url} failed: {err}"
                 raise FileNotFoundError(_missing_message(name, reason)) from None
-        try:
-            _payload(tmp_path, name)
-        except ChecksumError as err:
-            raise ChecksumError(f"{err} (downloaded from {url}; nothing was cached)") from None
+        _payload(tmp_path, name, fix=(
+            f"It was downloaded from {url} and deleted; nothing was cached. Try again later, or "
+            f"get the files another way (see the fashion_mnist docstring)."))
         os.replace(tmp_path, target_dir / name)  # atomic: readers never see a partial file
     finally:
         tmp_path.unlink(missing_ok=True)

@@ -6,7 +6,10 @@ import functools
 import gzip
 import hashlib
 import http.server
+import os
+import stat
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +104,68 @@ def test_corrupt_download_is_rejected_and_not_cached(mirror, fake_release):
         data.fashion_mnist(mirror=url)
     assert not (data.cache_dir() / name).exists()
     assert not list(data.cache_dir().glob(".*part")), "the partial file is removed"
+
+
+def test_bad_download_message_does_not_ask_to_delete_what_is_gone(mirror, fake_release):
+    url, _ = mirror
+    release, _ = fake_release
+    (release / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(bytes(20)))
+    with pytest.raises(data.ChecksumError, match=r"It was downloaded from .* and deleted; nothing "
+                       r"was cached\.") as err:
+        data.fashion_mnist(mirror=url)
+    assert "Delete" not in str(err.value)
+
+
+def test_downloads_get_the_users_umask(mirror):
+    url, _ = mirror
+    old = os.umask(0o022)
+    try:
+        data.fashion_mnist(mirror=url)
+    finally:
+        os.umask(old)
+    modes = {stat.S_IMODE(p.stat().st_mode) for p in data.cache_dir().iterdir()}
+    assert modes == {0o644}
+
+
+def test_a_response_larger_than_the_file_can_be_is_cut_off(mirror, fake_release):
+    url, requests = mirror
+    release, _ = fake_release
+    name = "train-labels-idx1-ubyte.gz"
+    cap = data.FILES[name][1] + (1 << 20)
+    (release / name).write_bytes(bytes(cap + 4096))
+    with pytest.raises(data.ChecksumError, match=rf"sent more than {cap:,d} bytes, more than "
+                       rf"{name} can be; stopped, nothing was cached"):
+        data.fashion_mnist(mirror=url)
+    assert not list(data.cache_dir().glob("*labels*"))
+
+
+def test_the_timeout_covers_the_whole_transfer(fake_release):
+    """A server that trickles bytes never exceeds a per-read timeout, only a total one."""
+    _, arrays = fake_release
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+            for _ in range(400):
+                self.wfile.write(b"x" * 64)
+                self.wfile.flush()
+                time.sleep(0.01)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    start = time.monotonic()
+    try:
+        with pytest.raises(FileNotFoundError, match=r"failed: not finished within 0\.5 s"):
+            data.fashion_mnist(mirror=f"http://127.0.0.1:{server.server_address[1]}/",
+                               timeout=0.5)
+        assert time.monotonic() - start < 3  # the response alone would take 4 s
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_corrupt_local_file_names_file_and_digests(fake_release, monkeypatch, tmp_path):
