@@ -57,11 +57,11 @@ def raw_lax_apply(p, x):
     def pool(x):
         return lax.reduce_window(x, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
 
-    x = pool(jax.nn.relu(conv(x, "00_conv", "SAME")))  # (N, 14, 14, 6)
-    x = pool(jax.nn.relu(conv(x, "03_conv", "VALID")))  # (N, 5, 5, 16)
+    x = pool(jax.nn.relu(conv(x, "0_conv", "SAME")))  # (N, 14, 14, 6)
+    x = pool(jax.nn.relu(conv(x, "3_conv", "VALID")))  # (N, 5, 5, 16)
     x = x.reshape(x.shape[0], -1)  # (N, 400)
-    x = jax.nn.relu(x @ p["07_dense"]["w"] + p["07_dense"]["b"])
-    x = jax.nn.relu(x @ p["09_dense"]["w"] + p["09_dense"]["b"])
+    x = jax.nn.relu(x @ p["7_dense"]["w"] + p["7_dense"]["b"])
+    x = jax.nn.relu(x @ p["9_dense"]["w"] + p["9_dense"]["b"])
     return x @ p["11_dense"]["w"] + p["11_dense"]["b"]
 
 
@@ -161,7 +161,7 @@ def profile(params, x, y, repeats):
     pieces do not add up exactly to the step); the PyTorch column runs the same operation with
     torch.nn.functional and torch.autograd.grad. Returns the rows printed by main.
     """
-    w1, w2 = params["00_conv"]["w"], params["03_conv"]["w"]
+    w1, w2 = params["0_conv"]["w"], params["3_conv"]["w"]
     key = jax.random.key(1)
     h1 = jax.random.uniform(key, (BATCH, 14, 14, 6))  # input of conv 2
     g1 = jax.random.normal(key, (BATCH, 28, 28, 6))  # gradient at the output of conv 1

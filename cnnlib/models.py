@@ -1,7 +1,8 @@
-"""Model factories: MLP, locally connected net, CNN, the three at an equal parameter budget.
+"""Model factories: MLP, locally connected net, CNN, the three at an equal parameter budget;
+LeNet-5; residual networks and their plain twins.
 
 Introduced in chapter 03, notebooks/03-locality.ipynb (the ablation ladder MLP -> locally
-connected -> CNN); `cnn` returns in chapters 04-06.
+connected -> CNN); `cnn` returns in chapters 04-06; `lenet5` and `resnet` in chapter 07.
 
 Every factory returns a `cnnlib.layers.serial` chain, so `init_params(model, key, in_shape)`
 draws its parameters and `param_shapes` counts them without data. The chain's ``config`` keeps
@@ -23,8 +24,10 @@ import jax
 from cnnlib._validate import check_positive_int
 from cnnlib.layers import (
     AvgPool,
+    BatchNorm,
     Conv,
     Dense,
+    Dropout,
     Flatten,
     GlobalAvgPool,
     Layer,
@@ -32,12 +35,14 @@ from cnnlib.layers import (
     MaxBlurPool,
     MaxPool,
     Relu,
+    Residual,
     param_shapes,
     serial,
 )
 
 POOLS = ("max", "avg", "blur", None)
 HEADS = ("flatten", "global")
+NORMS = ("batch", None)
 
 
 def param_count(params: Any) -> int:
@@ -176,7 +181,7 @@ def lenet5(num_classes: int = 10) -> Layer:
         >>> out_shape, param_count(params)
         ((-1, 10), 61706)
 
-    Introduced in chapter 06, notebooks/06-training.ipynb (benchmarks/bench_train_step.py).
+    Introduced in chapter 07, notebooks/07-going-deeper.ipynb (benchmarks/bench_train_step.py).
     """
     num_classes = check_positive_int(num_classes, "num_classes", "lenet5")
     model = serial(
@@ -187,6 +192,91 @@ def lenet5(num_classes: int = 10) -> Layer:
         Dense(num_classes, w_init="lecun"),
     )
     return _with_config(model, model="lenet5", num_classes=num_classes)
+
+
+def resnet(
+    channels: Any = (16, 32, 64),
+    blocks: int = 1,
+    num_classes: int = 10,
+    *,
+    skip: bool = True,
+    norm: str | None = "batch",
+    dropout: float = 0.0,
+) -> Layer:
+    """A small residual network (He et al. 2016) for 28 x 28 or 32 x 32 images, or its plain twin.
+
+    A stem ``Conv(channels[0], 3, SAME)``, then one stage per entry of `channels`, each of
+    `blocks` basic blocks, then global average pooling, optional `Dropout` and the logits::
+
+        block(c, stride) = Residual(serial(conv3x3(c, stride), norm, ReLU, conv3x3(c), norm),
+                                    shortcut), ReLU
+
+    The first block of every stage after the first halves H and W (stride 2) and changes the
+    channels, so its shortcut is a projection ``Conv(c, 1, stride=2)`` (with its own norm);
+    every other shortcut is the identity. With ``skip=False`` every block is the same chain
+    without the shortcut: a *plain* network of the same depth, widths and parameters less the
+    projections, for the degradation experiment of chapter 07. Convolutions followed by
+    BatchNorm have no bias (BatchNorm's offset does that job).
+
+    Depth (layers with weights): ``2 + 2 * blocks * len(channels)``. With the defaults (8
+    layers), 28 x 28 x 1 inputs and 10 classes: 77,754 parameters and 672 numbers of state
+    (running means and variances); the plain twin, without the two projections, has 75,002
+    parameters and 480 numbers of state.
+
+    Args:
+        channels: the width of each stage, a non-empty tuple of ints >= 1.
+        blocks: basic blocks per stage, >= 1.
+        num_classes: output width, >= 1.
+        skip: True for residual blocks, False for the plain twin.
+        norm: "batch" (`BatchNorm` after every convolution; the model has state) or None.
+        dropout: rate of a `Dropout` before the last layer; 0 for none.
+
+    Returns:
+        A `serial` model mapping (N, H, W, C) to logits (N, num_classes), H and W halved by
+        every stage after the first (rounded up).
+
+    Example:
+        >>> model = resnet()
+        >>> out_shape, params = init_params(model, jax.random.key(0), (-1, 28, 28, 1))
+        >>> out_shape, param_count(params), param_count(init_state(model, (-1, 28, 28, 1)))
+        ((-1, 10), 77754, 672)
+
+    Introduced in chapter 07, notebooks/07-going-deeper.ipynb.
+    """
+    where = "resnet"
+    channels = _widths(channels, "channels", where)
+    blocks = check_positive_int(blocks, "blocks", where)
+    num_classes = check_positive_int(num_classes, "num_classes", where)
+    if not isinstance(skip, bool):
+        raise TypeError(f"{where}: `skip` must be True or False; got {skip!r}.")
+    if norm not in NORMS:
+        raise ValueError(
+            f"{where}: `norm` must be one of {NORMS}; got {norm!r}. Use norm=\"batch\"."
+        )
+
+    def conv(c, kernel_size, stride=1):  # a convolution and its normalisation
+        layers = [Conv(c, kernel_size, stride=stride, padding="SAME", use_bias=norm is None)]
+        return layers + ([BatchNorm()] if norm == "batch" else [])
+
+    layers = [*conv(channels[0], 3), Relu()]  # stem: (N, H, W, channels[0])
+    width = channels[0]
+    for stage, c in enumerate(channels):
+        for b in range(blocks):
+            stride = 2 if stage > 0 and b == 0 else 1
+            inner = serial(*conv(c, 3, stride), Relu(), *conv(c, 3))
+            if not skip:
+                layers += [inner, Relu()]
+            elif stride == 1 and c == width:
+                layers += [Residual(inner), Relu()]
+            else:  # projection shortcut: the shapes change
+                layers += [Residual(inner, serial(*conv(c, 1, stride))), Relu()]
+            width = c
+    layers.append(GlobalAvgPool())  # (N, channels[-1])
+    if dropout:
+        layers.append(Dropout(dropout))
+    layers.append(Dense(num_classes, w_init="lecun"))
+    return _with_config(serial(*layers), model="resnet", channels=channels, blocks=blocks,
+                        num_classes=num_classes, skip=skip, norm=norm, dropout=dropout)
 
 
 def equal_budget(

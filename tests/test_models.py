@@ -5,11 +5,15 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from jax import lax
 
-from cnnlib import models
-from cnnlib.layers import init_params, param_shapes
+from cnnlib import fashion_mnist, models, to_float
+from cnnlib.layers import init_params, init_state, param_shapes
+from cnnlib.models import param_count
+from cnnlib.receptive_field import receptive_field
+from cnnlib.train import fit
 
 IN_SHAPE = (-1, 28, 28, 1)
 
@@ -60,7 +64,7 @@ def test_lenet5_count_and_shapes():
     out_shape, params = param_shapes(models.lenet5(), IN_SHAPE)
     want = (25 * 6 + 6) + (25 * 6 * 16 + 16) + (400 * 120 + 120) + (120 * 84 + 84) + (84 * 10 + 10)
     assert out_shape == (-1, 10) and models.param_count(params) == want
-    assert params["07_dense"]["w"].shape == (5 * 5 * 16, 120)
+    assert params["7_dense"]["w"].shape == (5 * 5 * 16, 120)
 
 
 # --- Forward passes against hand-written lax ---------------------------------------------------
@@ -99,11 +103,11 @@ def test_lenet5_equals_hand_written_lax():
     _, p = init_params(model, jax.random.key(0), IN_SHAPE)
     x = jax.random.normal(jax.random.key(1), (2, 28, 28, 1))
     dn = ("NHWC", "HWIO", "NHWC")
-    h = _lax_max_pool(jax.nn.relu(_lax_conv(x, p["00_conv"]["w"], p["00_conv"]["b"])))
-    h = lax.conv_general_dilated(h, p["03_conv"]["w"], (1, 1), "VALID", dimension_numbers=dn)
-    h = _lax_max_pool(jax.nn.relu(h + p["03_conv"]["b"])).reshape(2, -1)
-    h = jax.nn.relu(h @ p["07_dense"]["w"] + p["07_dense"]["b"])
-    h = jax.nn.relu(h @ p["09_dense"]["w"] + p["09_dense"]["b"])
+    h = _lax_max_pool(jax.nn.relu(_lax_conv(x, p["0_conv"]["w"], p["0_conv"]["b"])))
+    h = lax.conv_general_dilated(h, p["3_conv"]["w"], (1, 1), "VALID", dimension_numbers=dn)
+    h = _lax_max_pool(jax.nn.relu(h + p["3_conv"]["b"])).reshape(2, -1)
+    h = jax.nn.relu(h @ p["7_dense"]["w"] + p["7_dense"]["b"])
+    h = jax.nn.relu(h @ p["9_dense"]["w"] + p["9_dense"]["b"])
     want = h @ p["11_dense"]["w"] + p["11_dense"]["b"]
     np.testing.assert_allclose(model.apply(p, x), want, rtol=1e-4, atol=1e-4)
 
@@ -226,3 +230,77 @@ def test_mlp_and_budget_errors():
     with pytest.raises(TypeError, match=r"equal_budget: `budget` must be a positive int; "
                        r"got 50000\.0 of type float"):
         models.equal_budget(5e4)
+
+
+# --- Residual networks --------------------------------------------------------------------------
+
+
+def _resnet_count(channels, blocks, c_in, classes, skip):
+    """Closed form: 3x3 convolutions without bias, BatchNorm (2 params, 2 state) per conv."""
+    params = 9 * c_in * channels[0] + 2 * channels[0]
+    state = 2 * channels[0]
+    width = channels[0]
+    for c in channels:
+        for b in range(blocks):
+            params += 9 * width * c + 9 * c * c + 4 * c
+            state += 4 * c
+            if skip and (width != c):
+                params += width * c + 2 * c  # 1x1 projection and its BatchNorm
+                state += 2 * c
+            width = c
+    return params + channels[-1] * classes + classes, state
+
+
+@pytest.mark.parametrize("channels, blocks, skip", [((16, 32, 64), 1, True),
+                                                     ((16, 32, 64), 1, False),
+                                                     ((8, 16), 3, True), ((4,), 2, False)])
+def test_resnet_counts_closed_form(channels, blocks, skip):
+    model = models.resnet(channels, blocks, skip=skip)
+    out_shape, shapes = param_shapes(model, (-1, 28, 28, 1))
+    state = init_state(model, (-1, 28, 28, 1))
+    assert out_shape == (-1, 10)
+    assert (param_count(shapes), param_count(state)) == _resnet_count(channels, blocks, 1, 10,
+                                                                       skip)
+    residuals = [layer for layer in model.config["layers"] if layer.name == "residual"]
+    assert len(residuals) == (blocks * len(channels) if skip else 0)
+    assert models.resnet().config["channels"] == (16, 32, 64)
+
+
+def test_resnet_shapes_for_32x32_colour_and_without_norm():
+    model = models.resnet((8, 16), norm=None, dropout=0.2)
+    _, params = init_params(model, jax.random.key(0), (-1, 32, 32, 3))
+    assert model.init_state is None  # no BatchNorm, no state
+    x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
+    assert model.apply(params, x).shape == (2, 10)
+    last = [record for record in receptive_field(model, (-1, 32, 32, 3)) if record.spatial][-1]
+    # Stem 3; the first block's two 3x3 convs add 2 + 2; the second stage's stride-2 conv adds
+    # 2, its next conv 2 * 2 (jump 2). The 1x1 projection shortcut sees less: the union is the
+    # inner branch's field.
+    assert last.r == (13, 13) and last.j == (2, 2)
+
+
+def test_resnet_with_batch_norm_and_dropout_trains_on_fashion_mnist():
+    (x_train, y_train), _ = fashion_mnist()
+    x, y = to_float(x_train[:1024]), y_train[:1024]
+    model = models.resnet((16, 32), dropout=0.2)
+    _, params = init_params(model, jax.random.key(0), (-1, 28, 28, 1))
+    state = init_state(model, (-1, 28, 28, 1))
+    params, state, history = fit(model.apply, params, optax.adam(1e-2), (x, y), epochs=5,
+                                 batch_size=64, key=jax.random.key(1), state=state,
+                                 validation=0.25, progress=False)
+    assert history["loss"][-1] < history["loss"][0] - 0.1, history
+    # Evaluation uses the running statistics: one example gives what it gives in a batch.
+    one = model.apply(params, x[:1], state=state)[0]
+    np.testing.assert_allclose(one, model.apply(params, x[:8], state=state)[0][:1], atol=1e-4)
+    assert history["val_accuracy"][-1] > 0.3  # three times chance after 60 steps
+    assert float(np.asarray(state["1_batch_norm"]["var"]).min()) > 0
+
+
+def test_resnet_errors():
+    with pytest.raises(ValueError, match=r"resnet: `norm` must be one of \('batch', None\); got "
+                       r"'layer'"):
+        models.resnet(norm="layer")
+    with pytest.raises(ValueError, match=r"resnet: `blocks` must be a positive int; got 0"):
+        models.resnet(blocks=0)
+    with pytest.raises(TypeError, match=r"resnet: `skip` must be True or False; got 1"):
+        models.resnet(skip=1)
