@@ -4,6 +4,11 @@ Serves _build/html on 127.0.0.1 and drives Debian's Chromium headless through Pl
 (executable_path: no browser is downloaded). Every page must load with no console error and
 no failed or off-site request, render its math, load its images; every internal link must
 resolve; each chapter's Colab button must open that chapter in the configured repository.
+
+The interactive explorers (book/_static/explorers.js) are driven through their controls, as a
+reader would, over a fixed list of settings; every number they display is compared with
+`cnnlib.conv_output_size` and `cnnlib.receptive_field.receptive_field`. Screenshots of both, at
+desktop and phone widths, are written to _build/html/_screenshots/.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import functools
 import http.server
 import os
+import random
 import re
 import threading
 from html.parser import HTMLParser
@@ -19,6 +25,11 @@ from urllib.parse import unquote, urljoin, urlparse
 
 import pytest
 import yaml
+
+import cnnlib
+from cnnlib import receptive_field as rf
+from cnnlib._validate import axis_padding
+from cnnlib.layers import Conv, serial
 
 pytestmark = pytest.mark.browser
 
@@ -94,18 +105,9 @@ def browser():
         b.close()
 
 
-def test_site_has_every_chapter():
-    chapters = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]-*.ipynb"))
-    built = sorted(p.stem for p in (SITE / "notebooks").glob("*.html"))
-    assert chapters and built == chapters
-
-
-@pytest.mark.parametrize("page", pages(), ids=lambda p: str(p.relative_to(SITE)))
-def test_page_loads_cleanly(page, server, browser):
-    url = urljoin(server, page.relative_to(SITE).as_posix())
+def watch(tab) -> list[str]:
+    """Problems on `tab` from now on: console errors, page errors, failed or off-site requests."""
     problems: list[str] = []
-    context = browser.new_context()
-    tab = context.new_page()
     # Anything off this machine would fail offline (and leak reader data online): refuse it.
     tab.route(
         re.compile(r"^(?!http://127\.0\.0\.1:)(?!data:)(?!blob:).*"),
@@ -115,6 +117,21 @@ def test_page_loads_cleanly(page, server, browser):
     tab.on("pageerror", lambda e: problems.append(f"page error: {e}"))
     tab.on("requestfailed", lambda r: problems.append(f"failed: {r.url} {r.failure}"))
     tab.on("response", lambda r: r.status >= 400 and problems.append(f"HTTP {r.status} {r.url}"))
+    return problems
+
+
+def test_site_has_every_chapter():
+    chapters = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]-*.ipynb"))
+    built = sorted(p.stem for p in (SITE / "notebooks").glob("*.html"))
+    assert chapters and built == chapters
+
+
+@pytest.mark.parametrize("page", pages(), ids=lambda p: str(p.relative_to(SITE)))
+def test_page_loads_cleanly(page, server, browser):
+    url = urljoin(server, page.relative_to(SITE).as_posix())
+    context = browser.new_context()
+    tab = context.new_page()
+    problems = watch(tab)
     tab.goto(url, wait_until="load")
     tab.wait_for_load_state("networkidle")
 
@@ -163,3 +180,390 @@ def test_colab_button_opens_this_chapter(page):
         f"https://colab.research.google.com/github/{repo}/blob/{branch}/notebooks/{page.stem}.ipynb"
     )
     assert expected in parsed(page).hrefs, f"{page.name} has no Colab link to {expected}"
+
+
+# --- The interactive explorers (book/_static/explorers.js) --------------------------------------
+
+EXPLORERS = {"conv": "notebooks/01-convolution.html", "rf": "notebooks/05-hierarchy.html"}
+SCREENSHOTS = SITE / "_screenshots"
+MINUS = "\u2212"  # the explorers print negative numbers with a real minus sign
+RF_NAMES = {"k": "kernel size", "s": "stride", "d": "dilation", "p": "padding"}
+
+
+def number(text: str) -> int | None:
+    """A number as an explorer prints it; None for "none" (no output: the kernel does not fit)."""
+    text = text.strip()
+    return None if text == "none" else int(text.replace(MINUS, "-"))
+
+
+def shown(v: int) -> str:
+    return str(v).replace("-", MINUS)
+
+
+@pytest.fixture
+def explorer(server, browser):
+    """`open(kind, width)` -> (tab, the explorer's root element, the tab's problems so far)."""
+    contexts = []
+
+    def open_(kind: str, width: int = 1280):
+        context = browser.new_context(viewport={"width": width, "height": 2400})
+        contexts.append(context)
+        tab = context.new_page()
+        problems = watch(tab)
+        tab.goto(urljoin(server, EXPLORERS[kind]), wait_until="load")
+        root = tab.locator(f'.cnn-explorer[data-explorer="{kind}"]')
+        root.locator(".cnnx-summary").wait_for()  # filled in by explorers.js
+        return tab, root, problems
+
+    yield open_
+    for context in contexts:
+        context.close()
+
+
+def choose(picker, size: int, i: int, j: int) -> None:
+    """Choose unit (i, j) of a size x size picker with the keyboard, from the nearer corner."""
+    picker.focus()
+    keyboard = picker.page.keyboard
+    if i + j > size - 1:
+        keyboard.press("End")
+        keys = ["ArrowUp"] * (size - 1 - i) + ["ArrowLeft"] * (size - 1 - j)
+    else:
+        keyboard.press("Home")
+        keys = ["ArrowDown"] * i + ["ArrowRight"] * j
+    for key in keys:
+        keyboard.press(key)
+    chosen = picker.locator(".cnnx-chosen")
+    assert (int(chosen.get_attribute("data-row")), int(chosen.get_attribute("data-col"))) == (i, j)
+
+
+def near_corner(size: int, rng: random.Random) -> tuple[int, int]:
+    """A random unit within 6 steps of the top-left or bottom-right corner (few key presses)."""
+    i, j = rng.randrange(min(size, 6)), rng.randrange(min(size, 6))
+    return (i, j) if rng.random() < 0.5 else (size - 1 - i, size - 1 - j)
+
+
+def conv_settings() -> list[dict]:
+    """Edge cases, then seeded random settings within the explorer's ranges."""
+    settings = [
+        dict(n=7, k=3, s=2, padding=1, d=1),  # the explorer's first setting
+        dict(n=3, k=5, s=1, padding="VALID", d=1),  # kernel longer than the input
+        dict(n=5, k=3, s=1, padding="VALID", d=3),  # dilated to 7: does not fit
+        dict(n=5, k=3, s=1, padding=1, d=3),  # dilated to 7 = 5 + 2: fits exactly once
+        dict(n=4, k=9, s=2, padding=2, d=1),  # padding, but not enough
+        dict(n=7, k=2, s=5, padding="VALID", d=1),  # stride larger than the kernel
+        dict(n=8, k=3, s=2, padding=1, d=1),  # the last padding row is never read
+        dict(n=7, k=4, s=3, padding="SAME", d=2),  # SAME, odd total: the extra pixel after
+        dict(n=2, k=9, s=1, padding="SAME", d=4),  # SAME fits whatever the kernel
+        dict(n=6, k=1, s=4, padding="FULL", d=1),  # FULL with k = 1 pads nothing
+        dict(n=24, k=9, s=6, padding="FULL", d=4),  # the largest grid
+        dict(n=1, k=1, s=1, padding="VALID", d=1),  # the smallest
+        dict(n=10, k=3, s=1, padding=12, d=1),  # more padding than input
+    ]
+    rng = random.Random(15)  # the issue that asked for the explorers
+    while len(settings) < 64:
+        mode = rng.choice(["VALID", "SAME", "FULL", "int"])
+        settings.append(dict(
+            n=rng.randint(1, 24), k=rng.randint(1, 9), s=rng.randint(1, 6),
+            padding=rng.randint(0, 12) if mode == "int" else mode, d=rng.choice([1, 1, 2, 3, 4]),
+        ))
+    return settings
+
+
+def put(root, values: dict, typing: bool) -> None:
+    """Set the controls named by their labels, in order, as a reader would.
+
+    typing=True: Playwright types into each (select_option for a menu); typing=False: one call
+    that sets each value and fires the events typing fires (`input`, then `change`), faster.
+    """
+    if typing:
+        for label, value in values.items():
+            control = root.get_by_label(label, exact=True)
+            if control.evaluate("e => e.tagName") == "SELECT":
+                control.select_option(str(value))
+            else:
+                control.fill(str(value))
+        return
+    root.evaluate("""(root, values) => {
+        const controls = Array.from(root.querySelectorAll('input, select'));
+        const name = (e) => (e.labels.length ? e.labels[0].textContent
+                                              : e.getAttribute('aria-label'));
+        for (const [label, value] of Object.entries(values)) {
+            const control = controls.find((e) => name(e) === label);
+            if (!control) throw new Error(`no control labelled ${label}`);
+            control.value = String(value);
+            control.dispatchEvent(new Event('input', { bubbles: true }));
+            control.dispatchEvent(new Event('change', { bubbles: true }));
+        }
+    }""", values)
+
+
+def set_conv(root, c: dict, typing: bool) -> None:
+    mode = "INT" if isinstance(c["padding"], int) else c["padding"]
+    values = {"Padding": mode, "Input size n": c["n"], "Kernel size k": c["k"],
+              "Stride s": c["s"], "Dilation d": c["d"]}
+    if mode == "INT":
+        values["Padding p (integer)"] = c["padding"]  # enabled once "integer p" is chosen
+    put(root, values, typing)
+
+
+def test_conv_explorer_agrees_with_cnnlib(explorer):
+    import jax.numpy as jnp
+
+    tab, root, problems = explorer("conv")
+    settings = conv_settings()
+    expected = []
+    for c in settings:
+        extent = c["d"] * (c["k"] - 1) + 1
+        pads = axis_padding(c["padding"], c["n"], extent, c["s"], "test")
+        try:
+            o = cnnlib.conv_output_size(c["n"], c["k"], stride=c["s"], padding=c["padding"],
+                                        dilation=c["d"])
+        except ValueError:
+            o = None
+        expected.append((extent, *pads, o))
+    # The list holds what it promises: every padding mode, kernels that do not fit, stride > k.
+    assert len(settings) >= 50
+    assert {c["padding"] if isinstance(c["padding"], str) else "int" for c in settings} == {
+        "VALID", "SAME", "FULL", "int"}
+    assert sum(e[-1] is None for e in expected) >= 3
+    assert any(c["s"] > c["k"] for c in settings) and any(c["d"] > 1 for c in settings)
+
+    rng = random.Random(0)
+    picker = root.locator(".cnnx-picker")
+    message = root.locator(".cnnx-message")
+    quantity = lambda name: root.locator(f'[data-quantity="{name}"]').inner_text()  # noqa: E731
+    checked_by_gradient = 0
+    for index, (c, (extent, before, after, o)) in enumerate(zip(settings, expected)):
+        set_conv(root, c, typing=index < 10 or index % 8 == 0)
+        where = f"setting {c}"
+        assert number(quantity("pad-before")) == before, where
+        assert number(quantity("pad-after")) == after, where
+        assert number(quantity("extent")) == extent, where
+        assert number(quantity("o")) == o, where
+        formula = quantity("formula")
+        n, k, s, d = c["n"], c["k"], c["s"], c["d"]
+        top = n + before + after - d * (k - 1) - 1
+        assert (f"= \u230A({n} + {before} + {after} {MINUS} {d}\u00D7({k} {MINUS} 1) {MINUS} 1) "
+                f"/ {s}\u230B + 1 = \u230A{shown(top)} / {s}\u230B + 1") in formula, where
+        summary = root.locator(".cnnx-summary").inner_text()
+        if o is None:
+            assert formula.endswith(": no output"), where
+            assert message.is_visible() and "does not fit" in message.inner_text(), where
+            assert f"spans {extent} pixels" in message.inner_text(), where
+            assert picker.is_hidden(), where
+            assert root.locator(".cnnx-figures .cnnx-read").count() == 0, where
+            assert summary.endswith("does not fit, so there is no output."), where
+            continue
+        assert formula.endswith(f" = {o}") and message.is_hidden(), where
+        i, j = near_corner(o, rng)
+        choose(picker, o, i, j)
+        # y[i, j] reads xp[i s + u d, j s + v d] (conv2d's docstring); xp is x padded by `before`.
+        rows = [i * s - before + u * d for u in range(k)]
+        cols = [j * s - before + v * d for v in range(k)]
+        cells = root.locator(".cnnx-figures .cnnx-read").evaluate_all(
+            "els => els.map(e => [Number(e.dataset.row), Number(e.dataset.col)])")
+        assert sorted(map(tuple, cells)) == sorted((r, q) for r in rows for q in cols), where
+        in_pad = sum(not (0 <= r < n and 0 <= q < n) for r in rows for q in cols)
+        assert root.locator(".cnnx-figures .cnnx-read-pad").count() == in_pad, where
+        if checked_by_gradient < 12:  # the same set, independently, from JAX's gradient
+            w = jnp.ones((k, k, 1, 1))
+            support = rf.gradient_support(
+                lambda x: cnnlib.conv2d(x, w, stride=s, padding=c["padding"], dilation=d),
+                jnp.ones((1, n, n, 1)), (i, j))
+            inside = {(r, q) for r in rows for q in cols if 0 <= r < n and 0 <= q < n}
+            assert {tuple(p) for p in zip(*support.nonzero())} == inside, where
+            checked_by_gradient += 1
+        summary = root.locator(".cnnx-summary").inner_text()
+        unused = before + n + after - ((o - 1) * s + extent)
+        padded = before + n + after
+        assert f"to {padded} by {padded};" in summary and f"Output {o} by {o}." in summary, where
+        assert (f"Output pixel ({i}, {j}) reads input rows {', '.join(map(shown, rows))} and "
+                f"columns {', '.join(map(shown, cols))}: {k * k} pixels, {in_pad} of them "
+                f"padding.") in summary, where
+        assert (f"The last {unused} row" in summary) == (unused > 0), where
+    assert checked_by_gradient == 12
+    assert not problems, "\n".join(problems)
+
+
+def rf_settings() -> list[tuple[int, list[tuple[int, int, int, int]]]]:
+    """(input size, [(kernel, stride, dilation, padding) per layer]): edge cases, then random."""
+    settings = [
+        (32, [(3, 1, 1, 1), (3, 1, 1, 1), (2, 2, 1, 0), (3, 2, 1, 0)]),  # chapter 05's example
+        (5, [(3, 1, 1, 0)] * 3),  # the third layer gets 1 pixel for a 3-pixel kernel
+        (8, [(3, 2, 1, 0), (5, 1, 1, 0)]),  # 3 pixels left for a 5-pixel kernel
+        (4, [(3, 1, 4, 0), (3, 1, 1, 1)]),  # the first layer does not fit: no size after it
+        (16, [(2, 4, 1, 0), (3, 1, 3, 2)]),  # stride larger than the kernel; dilation 3
+        (1, [(1, 1, 1, 0)]),  # the smallest
+        (64, [(11, 4, 4, 8), (11, 4, 4, 8)]),  # the largest kernels, strides, dilations
+        (9, [(3, 1, 1, 1)] * 8),  # the most layers
+        (20, [(3, 2, 1, 8), (1, 1, 1, 0)]),  # padding wider than the kernel
+    ]
+    rng = random.Random(15)
+    while len(settings) < 60:
+        layers = [
+            (rng.randint(1, 11) if rng.random() < 0.3 else rng.choice([1, 2, 3, 5]),
+             rng.choice([1, 1, 2, 2, 3, 4]), rng.choice([1, 1, 1, 2, 3, 4]),
+             rng.randint(0, 8) if rng.random() < 0.5 else 0)
+            for _ in range(rng.randint(1, 6))
+        ]
+        settings.append((rng.randint(1, 64), layers))
+    return settings
+
+
+def rf_expected(n: int, layers: list[tuple[int, int, int, int]]):
+    """cnnlib's records for the chain, and each layer's output size (None from the first misfit)."""
+    convs = [Conv(1, k, stride=s, dilation=d, padding=p) for k, s, d, p in layers]
+    try:
+        records = rf.receptive_field(serial(*convs), (1, n, n, 1))
+        return records, [rec.out_hw[0] for rec in records]
+    except ValueError:  # a kernel does not fit: r, j and start need no size
+        records = rf.receptive_field(serial(*convs))
+    outs = []
+    for i in range(len(convs)):
+        try:
+            outs.append(rf.receptive_field(serial(*convs[: i + 1]), (1, n, n, 1))[-1].out_hw[0])
+        except ValueError:
+            break
+    return records, outs + [None] * (len(convs) - len(outs))
+
+
+def set_rf(root, n: int, layers, rng: random.Random, typing: bool) -> None:
+    """Add or remove layers with the buttons (from the middle too), then set every value."""
+    rows = root.locator("tbody tr")
+    while rows.count() < len(layers):
+        root.get_by_role("button", name="Add layer").click()
+    while rows.count() > len(layers):
+        root.get_by_role("button", name=f"Remove layer {rng.randint(1, rows.count())}").click()
+    values = {"Input size n": n}
+    for i, layer in enumerate(layers, 1):
+        for key, v in zip("ksdp", layer):
+            values[f"Layer {i} {RF_NAMES[key]} {key}"] = v
+    put(root, values, typing)
+
+
+def test_rf_explorer_agrees_with_cnnlib(explorer):
+    tab, root, problems = explorer("rf")
+    settings = rf_settings()
+    assert len(settings) >= 50
+    rng = random.Random(0)
+    picker = root.locator(".cnnx-picker")
+    message = root.locator(".cnnx-message")
+    misfits = 0
+    for index, (n, layers) in enumerate(settings):
+        set_rf(root, n, layers, rng, typing=index < 10 or index % 8 == 0)
+        where = f"n = {n}, layers (k, s, d, p) = {layers}"
+        records, outs = rf_expected(n, layers)
+        rows = root.locator("tbody tr")
+        assert rows.count() == len(layers), where
+        shown_values = rows.evaluate_all("""rows => rows.map(row => ['r', 'j', 'start', 'out']
+            .map(q => row.querySelector(`[data-quantity="${q}"]`).textContent))""")
+        for rec, out, values in zip(records, outs, shown_values):
+            assert [number(v) for v in values] == [rec.r[0], rec.j[0], rec.start[0], out], where
+        summary = root.locator(".cnnx-summary").inner_text()
+        last = records[-1]
+        assert (f"each unit sees r = {last.r[0]} by {last.r[0]} input pixels, neighbouring units "
+                f"are j = {last.j[0]} pixels apart, and unit (0, 0) starts at input pixel "
+                f"({shown(last.start[0])}, {shown(last.start[0])})") in summary, where
+        if outs[-1] is None:
+            misfits += 1
+            first = outs.index(None)
+            assert message.is_visible(), where
+            assert message.inner_text().startswith(f"Layer {first + 1} does not fit"), where
+            assert picker.is_hidden(), where
+            assert root.locator(".cnnx-figures .cnnx-rf-box").count() == 0, where
+            continue
+        assert message.is_hidden(), where
+        i, j = near_corner(outs[-1], rng)
+        choose(picker, outs[-1], i, j)
+        (top, bottom), (left, right) = rf.receptive_box(last, i, j)
+        summary = root.locator(".cnnx-summary").inner_text()
+        box = root.locator(".cnnx-figures .cnnx-rf-box")
+        assert [int(box.get_attribute(f"data-{side}")) for side in
+                ("top", "bottom", "left", "right")] == [top, bottom, left, right], where
+        assert (f"The chosen unit ({i}, {j}) of its {outs[-1]} by {outs[-1]} output sees input "
+                f"rows {shown(top)} to {shown(bottom - 1)} and columns {shown(left)} to "
+                f"{shown(right - 1)}") in summary, where
+    assert misfits >= 3
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("kind", EXPLORERS)
+def test_explorer_is_keyboard_usable_and_labelled(explorer, kind):
+    tab, root, problems = explorer(kind)
+    controls = root.locator("input:enabled, select:enabled, button:enabled, [tabindex='0']")
+    count = controls.count()
+    assert count >= 5
+    # Every control has a name a screen reader can say, and Tab visits them all, in order.
+    names = controls.evaluate_all("""els => els.map((e, i) => {
+        e.dataset.testIndex = i;
+        return (e.labels && e.labels.length ? e.labels[0].textContent : '')
+            || e.getAttribute('aria-label') || e.textContent; })""")
+    assert all(name.strip() for name in names), names
+    controls.first.focus()
+    visited = [0]
+    for _ in range(count - 1):
+        tab.keyboard.press("Tab")
+        visited.append(tab.evaluate("Number(document.activeElement.dataset.testIndex)"))
+    assert visited == list(range(count))
+    assert root.locator("[aria-live='polite']").count() == 1
+    labels = root.locator("svg[role='img']").evaluate_all(
+        "els => els.map(e => e.getAttribute('aria-label'))")
+    assert labels and all(label and len(label) > 40 for label in labels)
+
+    summary = lambda: root.locator(".cnnx-summary").inner_text()  # noqa: E731
+    if kind == "conv":
+        size = root.get_by_label("Input size n", exact=True)
+        size.focus()
+        tab.keyboard.press("ArrowUp")  # a number field steps with the arrow keys
+        tab.keyboard.press("ArrowUp")
+        assert size.input_value() == "9"
+        assert number(root.locator('[data-quantity="o"]').inner_text()) == (
+            cnnlib.conv_output_size(9, 3, stride=2, padding=1))
+        root.locator(".cnnx-picker").focus()
+        tab.keyboard.press("ArrowRight")
+        assert "Output pixel (1, 2) reads" in summary()
+    else:
+        rows = root.locator("tbody tr")
+        root.get_by_role("button", name="Add layer").focus()
+        tab.keyboard.press("Enter")
+        assert rows.count() == 5
+        root.get_by_role("button", name="Remove layer 2").focus()
+        tab.keyboard.press("Enter")
+        assert rows.count() == 4
+        assert tab.evaluate("document.activeElement.getAttribute('aria-label')") == (
+            "Remove layer 2")  # the keyboard stays in the table
+        picker = root.locator(".cnnx-picker")
+        picker.focus()
+        before = summary()
+        tab.keyboard.press("ArrowDown")
+        assert summary() != before
+    # A mouse reader clicks the top-right unit (the picker draws 10 units a cell, 1 of margin).
+    picker = root.locator(".cnnx-picker svg")
+    size = int(root.locator(".cnnx-picker").get_attribute("aria-label").split(": ")[1].split()[0])
+    box = picker.bounding_box()
+    scale = box["width"] / (10 * size + 2)
+    picker.click(position={"x": (1 + 10 * size - 5) * scale, "y": (1 + 5) * scale})
+    chosen = root.locator(".cnnx-chosen")
+    assert chosen.get_attribute("data-row") == "0"
+    assert chosen.get_attribute("data-col") == str(size - 1)
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("width", [1280, 390], ids=["desktop", "phone"])
+@pytest.mark.parametrize("kind", EXPLORERS)
+def test_explorer_fits_the_screen(explorer, kind, width):
+    tab, root, problems = explorer(kind, width)
+    SCREENSHOTS.mkdir(exist_ok=True)
+    root.screenshot(path=SCREENSHOTS / f"{kind}-{width}.png")  # for a person to look at
+    assert tab.evaluate("document.documentElement.scrollWidth") <= width
+    outside = root.evaluate("""root => {
+        const edge = root.getBoundingClientRect();
+        return Array.from(root.querySelectorAll('*'))
+            .filter(e => e.getClientRects().length && !e.closest('.cnnx-visually-hidden'))
+            .filter(e => { const b = e.getBoundingClientRect();
+                           return b.left < edge.left - 0.5 || b.right > edge.right + 0.5; })
+            .map(e => e.tagName + '.' + e.getAttribute('class')); }""")
+    assert not outside, f"{kind} at {width} px: {outside} stick out of the explorer"
+    assert 0 <= root.bounding_box()["x"] and root.bounding_box()["x"] + root.bounding_box()[
+        "width"] <= width
+    assert not problems, "\n".join(problems)
