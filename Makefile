@@ -1,5 +1,6 @@
 # Two commands on a fresh machine:
-#   make book   builds the website into _build/html (executing every notebook)
+#   make book   builds the website into _build/html from the notebooks' committed outputs
+#               (make book EXECUTE=1 re-executes every notebook while building)
 #   make test   unit tests, nbval strict over every notebook, the book with -W, a browser test
 # Each creates the virtual environment it needs (.venv) from requirements.txt.
 
@@ -20,7 +21,8 @@ NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.
 .PHONY: help venv book html test unit nbval book-strict browser notebooks bench clean
 
 help:
-	@echo "make book       build the book into _build/html (executes every notebook)"
+	@echo "make book       build the book into _build/html from the committed outputs"
+	@echo "                (EXECUTE=1: re-execute every notebook while building)"
 	@echo "make test       unit tests + nbval strict + book build with -W + browser test"
 	@echo "make notebooks  re-execute and save every notebook in place (commit the result)"
 	@echo "make bench      run the benchmark scripts in benchmarks/"
@@ -34,12 +36,24 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
+# EXECUTE=1 builds from a copy of _config.yml with `execute_notebooks: force` (jupyter-book 1 has
+# no command-line override). The copy sits beside the original, so relative paths resolve alike,
+# and is removed afterwards.
 book: $(STAMP)
+ifeq ($(EXECUTE),1)
+	sed 's/^  execute_notebooks: .*/  execute_notebooks: force/' _config.yml > _config.execute.yml
+	grep -q '^  execute_notebooks: force$$' _config.execute.yml
+	$(VENV)/bin/jupyter-book build . --all --keep-going --config _config.execute.yml; \
+	    status=$$?; rm -f _config.execute.yml; exit $$status
+else
 	$(VENV)/bin/jupyter-book build . --all --keep-going
+endif
 	@echo
 	@echo "The book is built. Open: file://$(CURDIR)/_build/html/index.html"
 
-# What CI runs. Each step fails the target on the first error.
+# What CI runs. Each step fails the target on the first error. The notebooks are executed once,
+# by nbval (strict: every output must equal the committed one); book-strict then builds the site
+# from those committed outputs, with -W (a warning fails the build).
 test: unit nbval book-strict browser
 
 unit: $(STAMP)
