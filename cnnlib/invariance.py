@@ -9,7 +9,9 @@ Introduced in chapter 04, notebooks/04-equivariance-and-invariance.ipynb. A func
   translate of ``f(x)``;
 - `shift_consistency`: Zhang (2019)'s probability that a classifier predicts the same
   class for two random shifts of the same image;
-- `accuracy_vs_shift`: test accuracy when every test image is shifted by k pixels.
+- `accuracy_vs_shift`: test accuracy when every test image is shifted by k pixels;
+- `shift_sensitivity`: how far a one-pixel shift moves a representation, relative to how far
+  apart different images are (chapter 05 measures it layer by layer).
 """
 
 from __future__ import annotations
@@ -298,6 +300,54 @@ def accuracy_vs_shift(
                 correct += int(np.sum(pred == labels[part]))
         accuracies.append(correct / (4 * x.shape[0]))
     return np.asarray(accuracies, np.float64)
+
+
+def shift_sensitivity(f: Callable[[jax.Array], Any], x: Any, *, mode: str = "zeros") -> float:
+    """How far a one-pixel shift moves a representation, relative to how far images are apart.
+
+    ``mean_n ||f(shift(x_n)) - f(x_n)|| / mean_n ||f(x_m(n)) - f(x_n)||``, the numerator
+    averaged over the four one-pixel shifts (down, up, right, left), the denominator over
+    pairs of different images of `x` (image n paired with image N - 1 - n). Every output is
+    flattened. 0 means a one-pixel shift changes nothing; values near the pixels' own ratio
+    mean the representation is as sensitive to the shift as the image itself. Dividing by
+    the distance between images makes layers of different sizes and scales comparable: a
+    layer that merely shrinks every number scores the same.
+
+    Args:
+        f: maps an (N, H, W, C) batch to an array with a leading axis N (any other shape).
+        x: floating array (N, H, W, C), N >= 2, not all images equal.
+        mode: how the images are shifted: ``"zeros"`` (default) or ``"circular"``.
+
+    Returns:
+        A Python float >= 0.
+
+    Example:
+        >>> x = jax.random.uniform(jax.random.key(0), (16, 8, 8, 1))
+        >>> round(shift_sensitivity(lambda v: v.mean(axis=(1, 2)), x, mode="circular"), 6)
+        0.0
+
+    Introduced in chapter 05, notebooks/05-hierarchy.ipynb.
+    """
+    where = "shift_sensitivity"
+    _check_callable(f, "f", where)
+    check_nhwc(x, where)
+    mode = _check_mode(mode, where)
+    n = x.shape[0]
+    if n < 2:
+        raise ValueError(f"{where}: `x` must hold at least 2 images; got {n}.")
+
+    def flat(batch):
+        out = jnp.asarray(f(batch))
+        return out.reshape(n, -1)
+
+    base = flat(x)
+    apart = float(jnp.mean(jnp.linalg.norm(base - base[::-1], axis=1)))
+    if apart == 0:
+        raise ValueError(f"{where}: `f` gives every image of `x` the same output; nothing to "
+                         f"compare a shift with.")
+    moved = [float(jnp.mean(jnp.linalg.norm(flat(shift(x, dy, dx, mode=mode)) - base, axis=1)))
+             for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1))]
+    return float(np.mean(moved)) / apart
 
 
 def _nearest(d: int, stride: int) -> list[int]:

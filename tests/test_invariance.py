@@ -7,12 +7,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from cnnlib import avg_pool
 from cnnlib.invariance import (
     accuracy_vs_shift,
     equivariance_error,
     random_shifts,
     shift,
     shift_consistency,
+    shift_sensitivity,
 )
 
 
@@ -197,3 +199,26 @@ def test_errors_name_the_argument():
         accuracy_vs_shift(lambda v: v.mean(axis=(1, 2)), x, np.zeros(3, int), [-1])
     with pytest.raises(TypeError, match="random_shifts: `n` must be a positive int"):
         random_shifts(jax.random.key(0), 2.0, 1)
+
+
+def test_shift_sensitivity_of_identity_pooling_and_scale():
+    x = jax.random.uniform(jax.random.key(0), (32, 10, 10, 2))
+    pixels = shift_sensitivity(lambda v: v, x)
+    # Scaling a representation does not change its score; global averaging (circular) removes
+    # the shift entirely; a 2x2 average pooling keeps less of it than the pixels.
+    assert shift_sensitivity(lambda v: 3 * v, x) == pytest.approx(pixels, rel=1e-5)
+    assert shift_sensitivity(lambda v: v.mean(axis=(1, 2)), x, mode="circular") < 1e-5
+    pooled = shift_sensitivity(lambda v: avg_pool(v, 2), x)
+    assert pooled < pixels
+    # By hand for the pixels: mean distance under the four shifts over the distance to the
+    # mirror-paired image.
+    flat = np.asarray(x).reshape(32, -1)
+    moved = np.mean([np.linalg.norm(np.asarray(shift(x, dy, dx, mode="zeros")).reshape(32, -1)
+                                    - flat, axis=1).mean()
+                     for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1))])
+    apart = np.linalg.norm(flat - flat[::-1], axis=1).mean()
+    assert pixels == pytest.approx(moved / apart, rel=1e-5)
+    with pytest.raises(ValueError, match=r"shift_sensitivity: `x` must hold at least 2 images"):
+        shift_sensitivity(lambda v: v, x[:1])
+    with pytest.raises(ValueError, match=r"gives every image of `x` the same output"):
+        shift_sensitivity(lambda v: v.sum() * 0 + jnp.zeros((32, 1)), x)

@@ -74,6 +74,7 @@ from cnnlib.layers.pooling import (
     BlurPool,
     Flatten,
     GlobalAvgPool,
+    GlobalMaxPool,
     MaxBlurPool,
     MaxPool,
 )
@@ -81,7 +82,8 @@ from cnnlib.layers.pooling import (
 __all__ = [
     "Layer", "init_params", "param_shapes", "init_state", "cast_params", "GAINS",
     "Conv", "Dense", "LocallyConnected",
-    "MaxPool", "AvgPool", "BlurPool", "MaxBlurPool", "GlobalAvgPool", "Flatten",
+    "MaxPool", "AvgPool", "BlurPool", "MaxBlurPool", "GlobalAvgPool", "GlobalMaxPool",
+    "Flatten",
     "Relu", "Tanh", "Sigmoid", "Gelu",
     "serial", "named", "Identity", "FanOut", "parallel", "FanInSum", "FanInConcat", "Residual",
     "Dropout", "BatchNorm", "LayerNorm", "GroupNorm",

@@ -12,7 +12,7 @@ from cnnlib._validate import check_positive_int, padding_pairs, positive_pair
 from cnnlib.conv import conv_output_size
 from cnnlib.layers.base import Layer, as_input, as_nhwc, check_image_shape, check_single_shape
 from cnnlib.layers.combinators import chain
-from cnnlib.pool import avg_pool, blur_pool, global_avg_pool, max_pool
+from cnnlib.pool import avg_pool, blur_pool, global_avg_pool, global_max_pool, max_pool
 
 
 def MaxPool(window: Any, stride: Any = None, padding: Any = "VALID") -> Layer:
@@ -112,6 +112,28 @@ def GlobalAvgPool() -> Layer:
 
     return Layer(init, lambda params, x, **kw: global_avg_pool(as_nhwc(x, where)),
                  "global_avg_pool", {})
+
+
+def GlobalMaxPool() -> Layer:
+    """Maximum over all positions (`cnnlib.global_max_pool`): (N, H, W, C) -> (N, C).
+
+    Whether a feature is present anywhere, not how much of the image it covers: the natural
+    head for a detector of small objects in a large image.
+
+    Example:
+        >>> init_params(GlobalMaxPool(), jax.random.key(0), (-1, 7, 7, 32))[0]
+        (-1, 32)
+
+    Introduced in chapter 05, notebooks/05-hierarchy.ipynb.
+    """
+    where = "GlobalMaxPool"
+
+    def init(key, in_shape):
+        n, h, w, c = check_image_shape(check_single_shape(in_shape, where), where)
+        return (n, c), {}
+
+    return Layer(init, lambda params, x, **kw: global_max_pool(as_nhwc(x, where)),
+                 "global_max_pool", {})
 
 
 def Flatten() -> Layer:
