@@ -12,6 +12,9 @@ Loading checks the file against the model it is for: ``load_params(path, model=m
 in_shape=in_shape)`` compares every key, shape and dtype with `cnnlib.layers.param_shapes`, and
 a mismatch names the key and both shapes. Every file that cannot be read raises
 `CheckpointError` naming the file and what is wrong with it.
+
+In a job of several processes (`cnnlib.distributed`) every process calls `save_params`; only
+process 0 writes, and all return once the file is there. Every process can load it.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 
 from cnnlib.layers import Layer, init_state, param_shapes
 
@@ -49,6 +53,11 @@ def save_params(path: str | os.PathLike, params: Any, *, state: Any = None) -> N
     The file is written under a temporary name in the same folder and then renamed, so a crash
     never leaves half a file; it gets the permissions of any new file (0644 under the usual
     umask 022).
+
+    In a job of several processes call it in every process: only process 0 writes (params are
+    the same everywhere after `fit`), and every process returns once the file is written, so
+    any of them may load it next; on several hosts `path` must be on a shared file system for
+    the others to read it.
 
     Args:
         path: file to write (the name is used as given; ".npz" is not appended).
@@ -88,6 +97,14 @@ def save_params(path: str | os.PathLike, params: Any, *, state: Any = None) -> N
     if odd:
         arrays[_DTYPES_KEY] = np.array(odd)  # unicode strings, no pickle needed
     path = os.fspath(path)
+    if jax.process_index() == 0:  # several processes (cnnlib.distributed): process 0 writes
+        _write(path, arrays, where)
+    if jax.process_count() > 1:  # ...and the others return once the file is there
+        multihost_utils.sync_global_devices("cnnlib.checkpoint.save_params")
+
+
+def _write(path, arrays, where):
+    """Write `arrays` to `path` through a temporary file in the same folder, then rename."""
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise FileNotFoundError(

@@ -14,6 +14,10 @@ Nothing fails silently: before the first step `fit` checks the data on the host 
 finite images, integer labels in range, shapes the model accepts, for the training and the
 validation data alike), and a loss that stops being finite ends training with an error naming
 the epoch and step. Checkpoints are in `cnnlib.checkpoint`.
+
+In a job of several processes (`cnnlib.distributed.initialize`), `fit` and `evaluate` work
+unchanged: every process passes the same arguments and feeds its own slice of each global
+batch, and every process returns the same result; see `cnnlib.distributed`.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from cnnlib import distributed
 from cnnlib._validate import _is_int, check_key, check_nhwc, check_positive_int
 
 with warnings.catch_warnings():
@@ -38,7 +43,9 @@ with warnings.catch_warnings():
     # build environment; without this every notebook's output would carry that warning.
     warnings.simplefilter("ignore")
     from tqdm.auto import tqdm
-    from tqdm.notebook import tqdm as _widget_tqdm
+    from tqdm.notebook import IProgress, tqdm as _widget_tqdm
+    if IProgress is None:  # no ipywidgets; tqdm < 4.63 still picks the widget bar, which raises
+        from tqdm.std import tqdm
 
 
 def cross_entropy(logits: Any, labels: Any, label_smoothing: float = 0.0) -> jax.Array:
@@ -318,7 +325,8 @@ def fit(
         state: the model's state (`cnnlib.layers.init_state`), for a model with state such as
             BatchNorm; then fit returns the trained state too.
         progress: show a tqdm progress bar.
-        devices: devices to split each batch over; default all of `jax.devices()`.
+        devices: devices to split each batch over; default all of `jax.devices()` (in a job
+            of several processes, the devices of all of them).
         augment: optional ``augment(key, x) -> x`` applied to every training batch (see
             `make_train_step`); its keys come from `key` too, one per step.
         label_smoothing: passed to `cross_entropy`; validation always uses plain
@@ -370,9 +378,10 @@ def fit(
             f"got {batch_size}. Use batch_size={min(len(x), 128)} or more data."
         )
     if batch_size % len(devices):
+        across = f" of {jax.process_count()} processes" if jax.process_count() > 1 else ""
         raise ValueError(
-            f"{where}: `batch_size` must be divisible by the number of devices {len(devices)} "
-            f"(each gets an equal share); got {batch_size}. Use "
+            f"{where}: `batch_size` must be divisible by the number of devices {len(devices)}"
+            f"{across} (each gets an equal share); got {batch_size}. Use "
             f"batch_size={batch_size // len(devices) * len(devices) or len(devices)}."
         )
     # Before the first step: the model accepts both data sets, and labels fit its classes.
@@ -381,15 +390,20 @@ def fit(
     if val is not None:
         _check_model_accepts(forward, params, state, val[0][:1], where, "validation")
         _check_labels(val[1], classes, where, "validation")
+    distributed.check_same(where, {  # several processes: the same run in each
+        "the number of training examples": len(x), "the number of validation examples":
+        0 if val is None else len(val[0]), "batch_size": batch_size, "epochs": epochs,
+        "the number of devices": len(devices), "the training data": (x, y),
+        "the validation data": val, "the params": params, "the state": state, "the key": key})
 
     # Params (and state) replicated on every device, batches split along the "data" axis.
     mesh = Mesh(np.array(devices), ("data",))
     replicated = NamedSharding(mesh, PartitionSpec())
     split = NamedSharding(mesh, PartitionSpec("data"))
-    params = jax.device_put(params, replicated)
-    opt_state = jax.device_put(optimizer.init(params), replicated)
+    params = distributed.replicate(params, replicated)
+    opt_state = distributed.replicate(optimizer.init(params), replicated)
     if state is not None:
-        state = jax.device_put(state, replicated)
+        state = distributed.replicate(state, replicated)
     step = make_train_step(apply, optimizer, augment=augment, label_smoothing=label_smoothing)
 
     history: dict[str, list[float]] = {"loss": [], "accuracy": []}
@@ -400,20 +414,20 @@ def fit(
     # new line of output: redraw once per epoch (set_postfix) instead of ten times a second.
     live = issubclass(tqdm, _widget_tqdm) or sys.stderr.isatty()
     bar = tqdm(
-        total=epochs * steps, disable=not progress, unit="step", desc="fit",
-        mininterval=0.1 if live else 60.0,
+        total=epochs * steps, disable=not progress or jax.process_index() > 0, unit="step",
+        desc="fit", mininterval=0.1 if live else 60.0,
     )
     warned = False
     for epoch in range(epochs):
         epoch_key = jax.random.fold_in(key, epoch)
         order = np.asarray(jax.random.permutation(epoch_key, len(x)))
         # One key per step, independent of the permutation's.
-        step_keys = jax.device_put(jax.random.split(jax.random.fold_in(epoch_key, 1), steps),
-                                   replicated)
+        step_keys = distributed.replicate(
+            jax.random.split(jax.random.fold_in(epoch_key, 1), steps), replicated)
         losses, accs = [], []  # device scalars: no host sync inside the epoch
         for i in range(steps):
             idx = order[i * batch_size : (i + 1) * batch_size]
-            xb, yb = jax.device_put((x[idx], y[idx]), split)  # (B, ...) split over devices
+            xb, yb = distributed.put_batch((x, y), idx, split)  # (B, ...) split over devices
             if state is None:
                 params, opt_state, loss, acc = step(params, opt_state, xb, yb, step_keys[i])
             else:
@@ -433,7 +447,8 @@ def fit(
             if on_nonfinite == "raise":
                 bar.close()
                 raise FloatingPointError(message)
-            warnings.warn(message, RuntimeWarning, stacklevel=2)
+            if jax.process_index() == 0:
+                warnings.warn(message, RuntimeWarning, stacklevel=2)
             warned = True
         history["loss"].append(float(jnp.mean(losses)))
         history["accuracy"].append(float(jnp.mean(jnp.stack(accs))))
@@ -478,6 +493,8 @@ def evaluate(
     batch_size = min(check_positive_int(batch_size, "batch_size", where), len(x))
     classes = _check_model_accepts(forward, params, state, x[:batch_size], where, "x")
     _check_labels(y, classes, where, "y")
+    if jax.process_count() > 1:
+        return _evaluate_global(forward, params, state, x, y, batch_size, where)
     total_loss, total_correct = 0.0, 0
     for start in range(0, len(x), batch_size):
         xb, yb = x[start : start + batch_size], y[start : start + batch_size]
@@ -488,6 +505,26 @@ def evaluate(
             yb = np.concatenate([yb, np.repeat(yb[:1], fill, axis=0)])
         mask = np.arange(batch_size) < real
         loss_sum, correct = _eval_batch(forward, params, state, xb, yb, mask)
+        total_loss += float(loss_sum)
+        total_correct += int(correct)
+    return total_loss / len(x), total_correct / len(x)
+
+
+def _evaluate_global(forward, params, state, x, y, batch_size, where):
+    """`evaluate` in a job of several processes: each feeds its slice of every global batch."""
+    mesh = Mesh(np.array(jax.devices()), ("data",))
+    split = NamedSharding(mesh, PartitionSpec("data"))
+    batch_size = -(-batch_size // mesh.size) * mesh.size  # a multiple of the device count
+    distributed.check_same(where, {"the number of examples": len(x), "batch_size": batch_size,
+                                   "the data": (x, y), "the params": params, "the state": state})
+    params, state = distributed.replicate((params, state), NamedSharding(mesh, PartitionSpec()))
+    total_loss, total_correct = 0.0, 0
+    for start in range(0, len(x), batch_size):
+        idx = np.arange(start, start + batch_size)
+        mask = idx < len(x)  # padding: copies of the batch's first example, masked out
+        xb, yb = distributed.put_batch((x, y), np.where(mask, idx, start), split)
+        (mb,) = distributed.put_batch((mask,), np.arange(batch_size), split)
+        loss_sum, correct = _eval_batch(forward, params, state, xb, yb, mb)  # global sums
         total_loss += float(loss_sum)
         total_correct += int(correct)
     return total_loss / len(x), total_correct / len(x)
@@ -660,6 +697,13 @@ def _check_devices(devices, where):
         raise ValueError(
             f"{where}: `devices` must be None (all devices) or a non-empty list of jax devices; "
             f"got {devices!r}. Use e.g. devices=jax.devices()[:2]."
+        )
+    processes = {d.process_index for d in devices}
+    if len(processes) < jax.process_count():  # every process must feed a slice of each batch
+        raise ValueError(
+            f"{where}: in a job of {jax.process_count()} processes `devices` must include "
+            f"devices of every process; got devices of processes {sorted(processes)}. Leave "
+            f"devices=None (all devices of all processes)."
         )
     return devices
 
