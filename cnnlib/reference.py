@@ -31,7 +31,7 @@ ZERO_PADDING_MODES = ("VALID", "SAME", "FULL")
 def cross_correlate2d(x: Any, w: Any) -> np.ndarray:
     """Slide `w` over `x` without flipping it: what deep learning calls "convolution".
 
-    ``y[i, j] = sum_a sum_b x[i + a, j + b] * w[a, b]``, for every (i, j) where `w` fits.
+    ``y[i, j] = sum_u sum_v x[i + u, j + v] * w[u, v]``, for every (i, j) where `w` fits.
 
     Args:
         x: one single-channel image, shape (H, W).
@@ -56,16 +56,16 @@ def cross_correlate2d(x: Any, w: Any) -> np.ndarray:
     y = np.zeros((x.shape[0] - kh + 1, x.shape[1] - kw + 1))
     for i in range(y.shape[0]):
         for j in range(y.shape[1]):
-            for a in range(kh):
-                for b in range(kw):
-                    y[i, j] += x[i + a, j + b] * w[a, b]
+            for u in range(kh):
+                for v in range(kw):
+                    y[i, j] += x[i + u, j + v] * w[u, v]
     return y
 
 
 def convolve2d(x: Any, w: Any) -> np.ndarray:
     """True (mathematical) convolution, "valid" part: the kernel is flipped.
 
-    ``(x * w)[m, n] = sum_a sum_b x[m - a, n - b] * w[a, b]``; output (i, j) is the full
+    ``(x * w)[m, n] = sum_u sum_v x[m - u, n - v] * w[u, v]``; output (i, j) is the full
     convolution at m = i + kh - 1, n = j + kw - 1, the positions where `w` fits inside `x`.
     Equals `cross_correlate2d(x, w[::-1, ::-1])`.
 
@@ -92,9 +92,9 @@ def convolve2d(x: Any, w: Any) -> np.ndarray:
     for i in range(y.shape[0]):
         for j in range(y.shape[1]):
             m, n = i + kh - 1, j + kw - 1
-            for a in range(kh):
-                for b in range(kw):
-                    y[i, j] += x[m - a, n - b] * w[a, b]
+            for u in range(kh):
+                for v in range(kw):
+                    y[i, j] += x[m - u, n - v] * w[u, v]
     return y
 
 
@@ -236,7 +236,7 @@ def patches(
 
     Returns:
         Array of shape (N, H_out, W_out, kh, kw, C), float64, with
-        ``out[n, i, j, a, b] = xp[n, i*sh + a*dh, j*sw + b*dw]``.
+        ``out[n, i, j, u, v] = xp[n, i*sh + u*dh, j*sw + v*dw]``.
 
     Raises:
         TypeError, ValueError: as in `conv2d`.
@@ -258,17 +258,17 @@ def patches(
     out = np.zeros((x.shape[0], oh, ow, kh, kw, x.shape[3]))
     for i in range(oh):
         for j in range(ow):
-            for a in range(kh):
-                for b in range(kw):
-                    out[:, i, j, a, b] = xp[:, i * stride[0] + a * dilation[0],
-                                            j * stride[1] + b * dilation[1]]
+            for u in range(kh):
+                for v in range(kw):
+                    out[:, i, j, u, v] = xp[:, i * stride[0] + u * dilation[0],
+                                            j * stride[1] + v * dilation[1]]
     return out
 
 
 def im2col(
     x: Any, kernel_size: Any, *, stride: Any = 1, padding: Any = 0, dilation: Any = 1
 ) -> np.ndarray:
-    """The patch matrix: one row per output pixel, one column per (a, b, c) kernel tap.
+    """The patch matrix: one row per output pixel, one column per (u, v, c) kernel tap.
 
     Args:
         x: array of shape (N, H, W, C).
@@ -276,7 +276,7 @@ def im2col(
 
     Returns:
         Array of shape (N * H_out * W_out, kh * kw * C), float64; rows in (n, i, j) order,
-        columns in (a, b, c) order, matching ``w.reshape(kh * kw * C, out_channels)``.
+        columns in (u, v, c) order, matching ``w.reshape(kh * kw * C, out_channels)``.
 
     Raises:
         TypeError, ValueError: as in `patches`.
@@ -379,7 +379,7 @@ def conv_as_matrix(
     For one image `x` of shape `in_shape` = (H, W, in_channels),
     ``conv_as_matrix(w, x.shape) @ x.ravel() == conv2d(x[None], w, ...)[0].ravel()``, with
     both sides ravelled in NumPy's C order: input index ``(r * W + s) * in_channels + c``,
-    output index ``(i * W_out + j) * out_channels + o``. Row (i, j, o) holds w[a, b, c, o] at
+    output index ``(i * W_out + j) * out_channels + o``. Row (i, j, o) holds w[u, v, c, o] at
     the columns of the pixels window (i, j) covers, and zeros elsewhere (padding contributes
     nothing, so it simply has no column).
 
@@ -415,17 +415,17 @@ def conv_as_matrix(
     m = np.zeros((oh * ow * out_channels, h * w_ * c))
     for i in range(oh):
         for j in range(ow):
-            for a in range(kh):
-                for b in range(kw):
-                    # The input pixel tap (a, b) of window (i, j) reads, unpadded coordinates.
-                    r = i * stride[0] + a * dilation[0] - pads[0][0]
-                    s = j * stride[1] + b * dilation[1] - pads[1][0]
+            for u in range(kh):
+                for v in range(kw):
+                    # The input pixel tap (u, v) of window (i, j) reads, unpadded coordinates.
+                    r = i * stride[0] + u * dilation[0] - pads[0][0]
+                    s = j * stride[1] + v * dilation[1] - pads[1][0]
                     if not (0 <= r < h and 0 <= s < w_):
                         continue  # a padded zero
                     for o in range(out_channels):
                         row = (i * ow + j) * out_channels + o
                         cols = (r * w_ + s) * c + np.arange(c)
-                        m[row, cols] += w[a, b, :, o]
+                        m[row, cols] += w[u, v, :, o]
     return m
 
 
