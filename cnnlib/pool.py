@@ -3,8 +3,8 @@
 Introduced in chapter 02, notebooks/02-pooling.ipynb; `blur_pool` returns in chapter 04. Each
 window is reduced per channel with `jax.lax.reduce_window`. Non-overlapping windows that tile
 the input exactly (window == stride, no padding) take a reshape path whose values and gradients
-equal the reduce_window path (tested) and whose gradient is several times faster on CPU
-(benchmarks/README.md, "Operations").
+equal the reduce_window path's (tested without ties; ties follow `max_pool`'s rule) and whose
+gradient is several times faster on CPU (benchmarks/README.md, "Operations").
 """
 
 from __future__ import annotations
@@ -28,8 +28,15 @@ def max_pool(x: Any, window: Any, stride: Any = None, padding: Any = "VALID") ->
     """Largest value in each window, per channel.
 
     Padding is filled with -inf, so a padded position never wins: the output is the max over
-    the real pixels of the window (every window contains at least one, see Raises). Where a
-    window has ties, the gradient goes to the first maximum in row-major window order.
+    the real pixels of the window (every window contains at least one, see Raises).
+
+    Ties: where several pixels of a window share its maximum, the gradient (`jax.grad`,
+    `jax.vjp`) of that window's output goes whole to the first of them in row-major window
+    order (top row first, left to right), as `np.argmax` picks it; overlapping windows add
+    their contributions. On windows that tile `x` the forward-mode derivative (`jax.jvp`)
+    takes its tangent from the same pixel; on the other windows it is whatever
+    `lax.reduce_window` gives, which JAX does not fix (0.10.2 can take a later maximum where
+    there is padding). Tested against a NumPy loop on the pinned and the lowest supported JAX.
 
     Args:
         x: floating array of shape (N, H, W, C).
@@ -291,8 +298,8 @@ def _max_blocks(x, window):
 
 @_max_blocks.defjvp
 def _max_blocks_jvp(window, primals, tangents):
-    # reduce_window's derivative takes each window's tangent from its first maximum (row-major);
-    # jnp.max's would split it between ties. Match reduce_window; argmax returns the first.
+    # The tie rule of max_pool's docstring: each window's tangent comes from its first maximum
+    # (row-major); jnp.max's derivative would split it between ties. argmax returns the first.
     (x,), (dx,) = primals, tangents
     n, h, w, c = x.shape
     kh, kw = window
