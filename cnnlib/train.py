@@ -74,8 +74,7 @@ def cross_entropy(logits: Any, labels: Any, label_smoothing: float = 0.0) -> jax
 
     Introduced in chapter 06, notebooks/06-training.ipynb.
     """
-    _check_logits_labels(logits, labels, "cross_entropy")
-    e = _check_smoothing(label_smoothing, "cross_entropy")
+    e = _check_loss_args(logits, labels, label_smoothing, "cross_entropy")
     log_p = jax.nn.log_softmax(logits, axis=-1)  # (N, num_classes)
     # A label outside 0..K-1 reads NaN ("fill"), not a wrapped-around class: -1 is not K - 1.
     labels = jnp.asarray(labels, jnp.int32)
@@ -139,24 +138,16 @@ def make_train_step(
 
     Introduced in chapter 06, notebooks/06-training.ipynb.
     """
-    where = "make_train_step"
-    forward = _forward(apply, where)
-    _check_optimizer(optimizer, where)
-    _check_augment(augment, where)
-    e = _check_smoothing(label_smoothing, where)
+    forward, e = _check_step_args(apply, optimizer, augment, label_smoothing, "make_train_step")
 
     def loss_fn(params, x, y, key, state):
         logits, state = forward(params, x, key=key, train=True, state=state)  # (N, classes)
         return cross_entropy(logits, y, e), (logits, state)
 
     def step(params, opt_state, x, y, key=None, state=None):
-        model_key = None
-        if key is not None:
-            if augment is not None:
-                x = augment(key, x)
-            model_key = jax.random.fold_in(key, 1)
-        elif augment is not None:
-            raise ValueError(f"{where}: with `augment`, the step needs a `key`; got None.")
+        if augment is not None:
+            x = augment(_step_key(key), x)  # the batch as the model sees it
+        model_key = None if key is None else jax.random.fold_in(key, 1)  # for Dropout
         (loss, (logits, state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             params, x, y, model_key, state)
         updates, opt_state = optimizer.update(grads, opt_state, params)
@@ -601,6 +592,27 @@ def _takes_keywords(apply):
 
 
 # --- Checks -----------------------------------------------------------------------------------
+
+
+def _check_loss_args(logits, labels, label_smoothing, where):
+    _check_logits_labels(logits, labels, where)
+    return _check_smoothing(label_smoothing, where)
+
+
+def _check_step_args(apply, optimizer, augment, label_smoothing, where):
+    forward = _forward(apply, where)
+    _check_optimizer(optimizer, where)
+    _check_augment(augment, where)
+    return forward, _check_smoothing(label_smoothing, where)
+
+
+def _step_key(key):
+    if key is None:
+        raise ValueError(
+            "make_train_step: with `augment`, the step needs a `key` (its fifth argument); got "
+            "None. Pass one key per step, e.g. jax.random.fold_in(key, step)."
+        )
+    return key
 
 
 def _check_data(data, where, name):
