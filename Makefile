@@ -1,7 +1,8 @@
 # Two commands on a fresh machine:
 #   make book   builds the website into _build/html from the notebooks' committed outputs
 #               (make book EXECUTE=1 re-executes every notebook while building)
-#   make test   unit tests, nbval strict over every notebook, the book with -W, a browser test
+#   make test   unit tests, nbval strict over every notebook, the book with -W, a browser test,
+#               and cnnlib on the oldest versions it allows (make lower)
 # Each creates the virtual environment it needs (.venv) from requirements.txt.
 
 PYTHON ?= python3
@@ -18,12 +19,13 @@ export PYDEVD_DISABLE_FILE_VALIDATION := 1
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]-*.ipynb))
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 
-.PHONY: help venv book html test unit nbval book-strict browser notebooks bench clean
+.PHONY: help venv book html test unit nbval book-strict browser lower notebooks bench clean
 
 help:
 	@echo "make book       build the book into _build/html from the committed outputs"
 	@echo "                (EXECUTE=1: re-execute every notebook while building)"
-	@echo "make test       unit tests + nbval strict + book build with -W + browser test"
+	@echo "make test       unit tests + nbval strict + book build with -W + browser test + lower"
+	@echo "make lower      unit tests and every chapter on the oldest jax/numpy cnnlib allows"
 	@echo "make notebooks  re-execute and save every notebook in place (commit the result)"
 	@echo "make bench      run the benchmark scripts in benchmarks/"
 
@@ -54,7 +56,7 @@ endif
 # What CI runs. Each step fails the target on the first error. The notebooks are executed once,
 # by nbval (strict: every output must equal the committed one); book-strict then builds the site
 # from those committed outputs, with -W (a warning fails the build).
-test: unit nbval book-strict browser
+test: unit nbval book-strict browser lower
 
 unit: $(STAMP)
 	$(PY) -m pytest tests -m "not browser" -p no:cacheprovider -q
@@ -68,6 +70,29 @@ book-strict: $(STAMP)
 
 browser: $(STAMP)
 	$(PY) -m pytest tests/test_site.py -m browser -p no:cacheprovider -q
+
+# cnnlib on the oldest versions pyproject.toml allows (requirements-lower.txt, .venv-lower): the
+# unit tests, then every chapter top to bottom, outputs not compared (numbers may differ; a cell
+# that raises fails, unless tagged raises-exception). Tests that need the book environment
+# (PyYAML, the built site) run in `make unit` only. A compile cache of its own: jaxlib
+# versions must not share one. Property tests take the "dev" profile (50 examples, not CI's
+# 500): their breadth is `make unit`'s job; here the question is whether the old APIs work.
+LOWER_VENV ?= .venv-lower
+LOWER_PY := $(LOWER_VENV)/bin/python
+LOWER_STAMP := $(LOWER_VENV)/.installed
+LOWER_ENV := JAX_COMPILATION_CACHE_DIR=$(JAX_COMPILATION_CACHE_DIR)-lower
+
+$(LOWER_STAMP): requirements-lower.txt pyproject.toml
+	test -x $(LOWER_PY) || $(PYTHON) -m venv $(LOWER_VENV)
+	$(LOWER_PY) -m pip install --quiet --upgrade pip
+	$(LOWER_PY) -m pip install --quiet -r requirements-lower.txt
+	$(LOWER_PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+lower: $(LOWER_STAMP)
+	$(LOWER_ENV) HYPOTHESIS_PROFILE=dev $(LOWER_PY) -m pytest tests -m "not browser" \
+	    -p no:cacheprovider -q --ignore=tests/test_notebooks.py --ignore=tests/test_site.py
+	$(LOWER_ENV) $(LOWER_PY) tools/execute.py --no-save $(NOTEBOOKS)
 
 # Re-execute notebooks in place after changing them or cnnlib; commit the outputs.
 notebooks: $(STAMP)

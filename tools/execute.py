@@ -1,33 +1,85 @@
-"""Execute notebooks in place, in a fresh kernel each, keeping their outputs (what nbval compares).
+"""Execute notebooks, each in a fresh kernel, and save them in place with their outputs (what
+nbval compares); with --no-save, only check that they run.
 
     python tools/execute.py notebooks/03-locality.ipynb [more.ipynb ...]
+    python tools/execute.py --no-save notebooks/*.ipynb   # run top to bottom, save nothing
 
-Runs from the notebook's folder, as Jupyter Book and nbval do. Stops at the first cell that
-raises, unless the cell is tagged raises-exception.
+Runs from the notebook's folder, as Jupyter Book and nbval do, in this interpreter's
+environment. A cell that raises stops its notebook, unless the cell is tagged raises-exception.
+Saving stops at the first such notebook; --no-save runs the others too, prints one line per
+notebook (time, or the failing cell and its error) and exits 1 if any failed. Outputs are not
+compared with the committed ones: that is nbval's job (make nbval).
 """
 
 from __future__ import annotations
 
+import argparse
+import re
 import sys
 import time
 from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
 
 
-def main(paths: list[str]) -> None:
-    for path in map(Path, paths):
-        nb = nbformat.read(path, as_version=4)
-        start = time.perf_counter()
-        client = NotebookClient(
-            nb, timeout=600, kernel_name="python3", record_timing=False,
-            resources={"metadata": {"path": str(path.parent)}},
-        )
-        client.execute()
-        nbformat.write(nb, path)
-        print(f"{path}: executed in {time.perf_counter() - start:.1f} s")
+def execute(nb: nbformat.NotebookNode, path: Path) -> nbformat.NotebookNode:
+    """Run every cell of `nb` (read from `path`) in place, from the notebook's folder."""
+    client = NotebookClient(
+        nb, timeout=600, kernel_name="python3", record_timing=False,
+        resources={"metadata": {"path": str(path.parent)}},
+    )
+    client.execute()
+    return nb
+
+
+def failing_cell(nb: nbformat.NotebookNode) -> str:
+    """'cell N (code cell M): first source line' of the first untagged cell with an error."""
+    code = 0
+    for index, cell in enumerate(nb.cells, 1):
+        if cell.cell_type != "code":
+            continue
+        code += 1
+        tagged = "raises-exception" in cell.get("metadata", {}).get("tags", [])
+        if not tagged and any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
+            first = next((line for line in cell.source.splitlines() if line.strip()), "")
+            return f"cell {index} (code cell {code}): {first.strip()}"
+    return "cell unknown"
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        description="Execute notebooks, saving them in place; --no-save: only check they run.")
+    parser.add_argument("notebooks", nargs="+", type=Path)
+    parser.add_argument("--no-save", action="store_true",
+                        help="check that every notebook runs; keep going after a failure")
+    args = parser.parse_args(argv)
+    failed, total = [], time.perf_counter()
+    for path in args.notebooks:
+        nb, start = nbformat.read(path, as_version=4), time.perf_counter()
+        if not args.no_save:
+            nbformat.write(execute(nb, path), path)
+            print(f"{path}: executed in {time.perf_counter() - start:.1f} s", flush=True)
+            continue
+        try:
+            execute(nb, path)
+        except CellExecutionError as error:
+            seconds = time.perf_counter() - start
+            tail = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip().splitlines()[-6:]
+            where = failing_cell(nb)  # nbclient fills in nb's outputs as it runs
+            print(f"{path}: FAILED after {seconds:.1f} s at {where}", flush=True)
+            print("\n".join(f"    {line}" for line in tail), flush=True)
+            failed.append(path)
+            continue
+        print(f"{path}: ran in {time.perf_counter() - start:.1f} s", flush=True)
+    if args.no_save:
+        ran = len(args.notebooks) - len(failed)
+        print(f"{ran} of {len(args.notebooks)} notebooks ran without an error in "
+              f"{time.perf_counter() - total:.1f} s"
+              + (f"; failed: {', '.join(p.name for p in failed)}" if failed else ""))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))
