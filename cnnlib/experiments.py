@@ -18,9 +18,13 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable, Iterable, Mapping, NamedTuple
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
+import jax
 import numpy as np
+
+from cnnlib.layers import Layer, init_params, init_state
+from cnnlib.train import evaluate, fit
 
 # Two-sided 95% quantiles of Student's t with 1..30 degrees of freedom; 1.96 beyond.
 _T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
@@ -196,10 +200,107 @@ def table(rows: Mapping[str, Mapping[str, Summary]], digits: int = 3) -> str:
     return "\n".join(lines)
 
 
+class Run(NamedTuple):
+    """One seed's trained model: its seed, params, state ({} without) and `fit` history.
+
+    Introduced in chapter 06, notebooks/06-training.ipynb.
+    """
+
+    seed: int
+    params: Any
+    state: Any
+    history: dict
+
+
+class Runs(tuple):
+    """The `Run` of every seed, in seed order, with summaries over them.
+
+    Introduced in chapter 06, notebooks/06-training.ipynb.
+    """
+
+    def final(self, metric: str) -> Summary:
+        """The last epoch's value of a `fit` history entry ("val_accuracy", "loss", ...)."""
+        missing = [run.seed for run in self if metric not in run.history]
+        if missing:
+            raise KeyError(
+                f"Runs.final: `metric` {metric!r} is not in the history of seeds {missing}; it "
+                f"has {sorted(self[0].history)}."
+            )
+        return Summary(tuple(float(run.history[metric][-1]) for run in self))
+
+    def evaluate(self, apply: Callable, x: Any, y: Any) -> dict[str, Summary]:
+        """``{"loss": Summary, "accuracy": Summary}`` of every seed's model on ``(x, y)``."""
+        results = [evaluate(apply, run.params, x, y, state=run.state or None) for run in self]
+        return {"loss": Summary(tuple(r[0] for r in results)),
+                "accuracy": Summary(tuple(r[1] for r in results))}
+
+
+def train_seeds(
+    model: Any,
+    optimizer: Any,
+    train_data: tuple[Any, Any],
+    *,
+    seeds: Sequence[int] = (0, 1, 2),
+    epochs: int,
+    batch_size: int,
+    **fit_kwargs: Any,
+) -> Runs:
+    """Train `model` once per seed with `cnnlib.train.fit`: the seed draws everything random.
+
+    For seed s, ``jax.random.split(jax.random.key(s))`` gives the key of the initial weights and
+    the key of `fit` (batch order, augmentation, dropout). A model with state (BatchNorm)
+    starts from `cnnlib.layers.init_state`. Seeds run one after another.
+
+    Args:
+        model: a `Layer`; its input shape is read from `train_data`.
+        optimizer: an optax `GradientTransformation`, the same for every seed.
+        train_data: ``(x, y)`` as for `fit`.
+        seeds: the seeds, at least one.
+        epochs, batch_size: as for `fit`.
+        **fit_kwargs: passed to `fit` (``validation=``, ``augment=``, ...); ``progress``
+            defaults to False.
+
+    Returns:
+        `Runs`: one `Run` per seed, in order, e.g. ``runs.final("val_accuracy")`` and
+        ``runs.evaluate(model.apply, x_test, y_test)``.
+
+    Example:
+        >>> runs = train_seeds(models.cnn((16, 32)), optax.adam(1e-3), (x, y), epochs=2,
+        ...                    batch_size=128, validation=(x_val, y_val))  # doctest: +SKIP
+        >>> print(runs.final("val_accuracy"))  # mean ± std over seeds 0, 1, 2  # doctest: +SKIP
+
+    Introduced in chapter 06, notebooks/06-training.ipynb.
+    """
+    if not isinstance(model, Layer):
+        raise TypeError(f"train_seeds: `model` must be a Layer; got {type(model).__name__}.")
+    seeds = tuple(seeds)
+    if not seeds or not all(isinstance(s, (int, np.integer)) for s in seeds):
+        raise ValueError(
+            f"train_seeds: `seeds` must be a non-empty sequence of ints; got {seeds!r}."
+        )
+    in_shape = (-1, *np.shape(train_data[0])[1:])
+    fit_kwargs.setdefault("progress", False)
+    runs = []
+    for seed in seeds:
+        init_key, fit_key = jax.random.split(jax.random.key(int(seed)))
+        _, params = init_params(model, init_key, in_shape)
+        if model.init_state is None:
+            params, history = fit(model.apply, params, optimizer, train_data, epochs=epochs,
+                                  batch_size=batch_size, key=fit_key, **fit_kwargs)
+            state = {}
+        else:
+            params, state, history = fit(
+                model.apply, params, optimizer, train_data, epochs=epochs, batch_size=batch_size,
+                key=fit_key, state=init_state(model, in_shape), **fit_kwargs)
+        runs.append(Run(int(seed), params, state, history))
+    return Runs(runs)
+
+
 def interval_text(summary: Summary, digits: int = 3) -> str:
     """``"0.912 [0.905, 0.919]"``: a mean and its 95% interval, for prose and printouts."""
     low, high = summary.interval()
     return f"{summary.mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
-__all__ = ["Summary", "over_seeds", "difference", "table", "interval_text"]
+__all__ = ["Summary", "over_seeds", "difference", "table", "interval_text", "Run", "Runs",
+           "train_seeds"]

@@ -73,3 +73,33 @@ def test_docstring_examples():
     failures, tried = doctest.testmod(experiments, report=False,
                                       optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert tried >= 5 and failures == 0
+
+
+def test_train_seeds_trains_each_seed_from_its_own_keys():
+    import jax
+    import optax
+
+    from cnnlib.layers import BatchNorm, Dense, Flatten, Relu, init_params, serial
+    from cnnlib.train import evaluate, fit
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 96)
+    x = (rng.normal(size=(3, 16))[y] * 3 + rng.normal(size=(96, 16))).astype(np.float32)
+    model = serial(Flatten(), Dense(8), Relu(), Dense(3))
+    runs = experiments.train_seeds(model, optax.adam(0.05), (x, y), seeds=(4, 7), epochs=2,
+                                   batch_size=16, validation=(x[:32], y[:32]))
+    assert [run.seed for run in runs] == [4, 7] and runs[0].state == {}
+    init_key, fit_key = jax.random.split(jax.random.key(7))
+    _, p0 = init_params(model, init_key, (-1, 16))
+    want, history = fit(model.apply, p0, optax.adam(0.05), (x, y), epochs=2, batch_size=16,
+                        key=fit_key, validation=(x[:32], y[:32]), progress=False)
+    for a, b in zip(jax.tree.leaves(runs[1].params), jax.tree.leaves(want)):
+        np.testing.assert_array_equal(a, b)
+    assert runs.final("val_accuracy").values[1] == history["val_accuracy"][-1]
+    scores = runs.evaluate(model.apply, x, y)
+    assert scores["accuracy"].values[1] == evaluate(model.apply, want, x, y)[1]
+    with pytest.raises(KeyError, match=r"Runs\.final: `metric` 'test' is not in the history"):
+        runs.final("test")
+    with_state = experiments.train_seeds(serial(Dense(8), BatchNorm(), Dense(3)), optax.adam(0.01),
+                                         (x, y), seeds=(0,), epochs=1, batch_size=16)
+    assert set(with_state[0].state) == {"1_batch_norm"}
