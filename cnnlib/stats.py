@@ -163,7 +163,13 @@ def fit_power_law(
 
     Introduced in chapter 03, notebooks/03-locality.ipynb.
     """
-    where = "fit_power_law"
+    f, p = _power_law_points(freqs, power, fmin, fmax, "fit_power_law")  # (K',), (K',)
+    slope, intercept = np.polyfit(np.log(f), np.log(p), 1)  # a line through log-log points
+    return float(-slope), float(np.exp(intercept))
+
+
+def _power_law_points(freqs, power, fmin, fmax, where):
+    """The (frequency, power) pairs in [fmin, fmax], checked: 1-D, two or more, positive."""
     freqs, power = np.asarray(freqs, np.float64), np.asarray(power, np.float64)
     if freqs.ndim != 1 or freqs.shape != power.shape:
         raise ValueError(
@@ -184,8 +190,7 @@ def fit_power_law(
             f"{where}: `freqs` and `power` must be positive in [fmin, fmax] to take logs. "
             f"Drop the zero frequency (fmin > 0)."
         )
-    slope, intercept = np.polyfit(np.log(f), np.log(p), 1)
-    return float(-slope), float(np.exp(intercept))
+    return f, p
 
 
 def permute_pixels(x: Any, perm: Any) -> Any:
