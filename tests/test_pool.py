@@ -177,12 +177,14 @@ def first_maximum_derivatives(x, cotangent, tangent, window, stride, padding):
     return grad[:, top : top + x.shape[1], left : left + x.shape[2]], jvp
 
 
-# (window, stride, padding, (H, W)): three that tile x (the reshape path), four that overlap
-# or pad (the reduce_window path).
+# (window, stride, padding, (H, W)): three that tile x (the reshape path), two with stride 1
+# and no padding (the shifted-views path), four that overlap or pad (the reduce_window path).
 TIE_SETTINGS = [
     ((2, 2), (2, 2), "VALID", (4, 6)),
     ((3, 3), (3, 3), "VALID", (6, 9)),
     ((2, 3), (2, 3), 0, (2, 6)),
+    ((2, 2), (1, 1), "VALID", (4, 5)),
+    ((3, 3), (1, 1), 0, (5, 5)),
     ((2, 2), (1, 1), "SAME", (5, 6)),
     ((3, 3), (2, 2), 1, (7, 7)),
     ((2, 3), (1, 2), "VALID", (4, 7)),
@@ -211,7 +213,8 @@ def test_max_pool_tie_rule_equals_loop_reference(setting, levels, seed):
     np.testing.assert_array_equal(y, expected)
     # Overlapping windows add cotangents in an unspecified order; a misrouted one is O(1) off.
     np.testing.assert_allclose(g, g_ref, rtol=1e-6, atol=1e-6)
-    if window == stride:  # the reshape path's jvp is ours; reduce_window's at ties is JAX's
+    ours = window == stride or (stride == (1, 1) and padding in ("VALID", 0))
+    if ours:  # the fast paths' jvp is ours; reduce_window's at ties is JAX's
         np.testing.assert_array_equal(t, t_ref)
 
 
