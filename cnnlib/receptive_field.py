@@ -330,9 +330,7 @@ def _compose(layer, field, index, where):
     dilation = config.get("dilation", (1, 1))
     extent = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
     pads = _resolve_padding(config.get("padding", "VALID"), hw, extent, stride, index, layer, where)
-    new_r = tuple(ri + (e - 1) * ji for ri, e, ji in zip(r, extent, j))
-    new_j = tuple(ji * s for ji, s in zip(j, stride))
-    new_start = tuple(u - p[0] * ji for u, p, ji in zip(start, pads, j))
+    new = tuple(zip(*(_step(*axis) for axis in zip(r, j, start, extent, stride, pads))))
     new_hw = None
     if hw is not None:
         new_hw = tuple((n + sum(p) - e) // s + 1 for n, p, e, s in zip(hw, pads, extent, stride))
@@ -341,7 +339,15 @@ def _compose(layer, field, index, where):
                 f"{where}: layer {index} ({name!r}) with kernel extent {extent} does not "
                 f"fit its input (H, W) = {hw} padded by {pads}. Use a larger in_shape."
             )
-    return new_r, new_j, new_start, new_hw
+    return (*new, new_hw)
+
+
+def _step(r, j, start, extent, stride, padding):
+    """One layer, one axis: the recursion of Araujo et al. (2019)."""
+    r = r + (extent - 1) * j  # the window spans extent units of the previous layer, j apart
+    start = start - padding[0] * j  # padding moves the first window back by p units
+    j = j * stride  # neighbouring units are stride units of the previous layer apart
+    return r, j, start
 
 
 def _is_branches(field):
