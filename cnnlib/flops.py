@@ -1,6 +1,6 @@
 """What a computation costs: floating-point operations (FLOPs) counted, and time measured.
 
-Introduced in chapter 07, notebooks/07-performance-and-scaling.ipynb. A multiply-add counts as
+Introduced in chapter 08, notebooks/08-performance-and-scaling.ipynb. A multiply-add counts as
 2 FLOPs, the convention of hardware peak figures and of XLA's own `cost_analysis()`, which the
 tests compare `conv2d_flops` with. Dividing a FLOP count by a measured time gives FLOP/s;
 dividing that by what a large matrix product reaches gives the fraction of the machine's peak.
@@ -17,6 +17,8 @@ import jax
 
 from cnnlib._validate import _is_int, check_positive_int, padding_pairs, positive_pair
 from cnnlib.conv import conv_output_size
+from cnnlib.layers import Layer, param_shapes
+from cnnlib.layers.base import out_shape
 
 
 def matmul_flops(m: int, k: int, n: int) -> int:
@@ -26,7 +28,7 @@ def matmul_flops(m: int, k: int, n: int) -> int:
         >>> matmul_flops(2, 3, 4)
         48
 
-    Introduced in chapter 07, notebooks/07-performance-and-scaling.ipynb.
+    Introduced in chapter 08, notebooks/08-performance-and-scaling.ipynb.
     """
     sizes = [check_positive_int(v, name, "matmul_flops") for v, name in ((m, "m"), (k, "k"),
                                                                           (n, "n"))]
@@ -67,7 +69,7 @@ def conv2d_flops(
         >>> conv2d_flops((1, 28, 28, 1), (5, 5, 1, 6))  # LeNet's first layer: 24 x 24 x 6 x 25
         172800
 
-    Introduced in chapter 07, notebooks/07-performance-and-scaling.ipynb.
+    Introduced in chapter 08, notebooks/08-performance-and-scaling.ipynb.
     """
     where = "conv2d_flops"
     n, h, w, c = _check_shape(x_shape, "x_shape", "(N, H, W, C)", where)
@@ -97,6 +99,61 @@ def conv2d_flops(
     return 2 * n * out_hw[0] * out_hw[1] * out_channels * kh * kw * c_group
 
 
+def model_flops(model: Any, in_shape: Any) -> int:
+    """FLOPs of one forward pass through the layers with weights of a model, per example.
+
+    Conv, LocallyConnected and Dense layers, wherever they sit (inside `serial`, `parallel`,
+    `Residual`), each counted as 2 FLOPs per multiply-add of their outputs' dot products, as
+    `conv2d_flops` counts them (taps on padded zeros included). Activations, pooling,
+    normalisation and additions are not counted: in a CNN they are a small fraction of the
+    arithmetic (but not of the memory traffic). Shapes come from the layers' init, without
+    data.
+
+    Args:
+        model: a `cnnlib.layers.Layer`.
+        in_shape: the input shape with batch axis, e.g. ``(-1, 224, 224, 3)``; the count is
+            for one example whatever the batch axis says.
+
+    Returns:
+        The FLOP count, a Python int.
+
+    Example:
+        >>> from cnnlib.layers import Conv, Flatten, Dense, serial
+        >>> model_flops(serial(Conv(6, 5), Flatten(), Dense(10)), (-1, 28, 28, 1))
+        241920
+
+    Introduced in chapter 07, notebooks/07-going-deeper.ipynb.
+    """
+    if not isinstance(model, Layer):
+        raise TypeError(f"model_flops: `model` must be a Layer; got {type(model).__name__}.")
+    shape = (1, *tuple(in_shape)[1:])  # one example
+    param_shapes(model, shape)  # checks the shapes, with the layers' own messages
+    return _flops(model, shape)[0]
+
+
+def _flops(layer, shape):
+    """(FLOPs, output shape) of `layer` on an input of `shape`."""
+    config, name = layer.config, layer.name
+    out = out_shape(layer, shape)
+    if name in ("conv", "locally_connected"):
+        kh, kw = config["kernel_size"]
+        groups = config.get("groups", 1)
+        return 2 * math.prod(out) * kh * kw * shape[-1] // groups, out
+    if name == "dense":
+        return 2 * math.prod(out) * shape[-1], out
+    if name == "residual":
+        return sum(_flops(config[k], shape)[0] for k in ("inner", "shortcut")), out
+    if name == "parallel":
+        return sum(_flops(b, s)[0] for b, s in zip(config["branches"], shape)), out
+    if "layers" in config:  # serial and other chains
+        total = 0
+        for child in config["layers"]:
+            flops, shape = _flops(child, shape)
+            total += flops
+        return total, out
+    return 0, out
+
+
 def fft_conv2d_flops(x_shape: Any, w_shape: Any, *, padding: Any = "VALID") -> int:
     """Estimated FLOPs of `cnnlib.conv_algorithms.conv2d_fft`: O(n log n) transforms + products.
 
@@ -122,7 +179,7 @@ def fft_conv2d_flops(x_shape: Any, w_shape: Any, *, padding: Any = "VALID") -> i
         >>> fft_conv2d_flops((1, 8, 8, 1), (1, 1, 1, 1))  # 3 transforms of 64 points + 40 products
         3200
 
-    Introduced in chapter 07, notebooks/07-performance-and-scaling.ipynb.
+    Introduced in chapter 08, notebooks/08-performance-and-scaling.ipynb.
     """
     where = "fft_conv2d_flops"
     conv2d_flops(x_shape, w_shape, padding=padding)  # the same checks (stride 1, groups 1)
@@ -170,7 +227,7 @@ def benchmark(
         >>> f = jax.jit(lambda a: a @ a)
         >>> seconds = benchmark(f, jnp.ones((512, 512)), repeats=10)
 
-    Introduced in chapter 07, notebooks/07-performance-and-scaling.ipynb.
+    Introduced in chapter 08, notebooks/08-performance-and-scaling.ipynb.
     """
     where = "benchmark"
     if not callable(fn):

@@ -159,3 +159,19 @@ def test_errors_name_the_function_and_the_fix(call, error, match):
 def test_docstring_examples_run():
     failures, tried = doctest.testmod(flops, extraglobs={"jnp": jnp}, report=False)
     assert failures == 0 and tried >= 3
+
+
+def test_model_flops_adds_the_layers_with_weights():
+    from cnnlib import flops as flops_module
+    from cnnlib.layers import Conv, Dense, Flatten, MaxPool, Relu, Residual, serial
+
+    net = serial(Conv(8, 3, padding="SAME"), Relu(), MaxPool(2),
+                 Residual(serial(Conv(8, 3, padding="SAME"), Relu(), Conv(8, 3, padding="SAME"))),
+                 Flatten(), Dense(10))
+    want = (flops_module.conv2d_flops((1, 16, 16, 1), (3, 3, 1, 8), padding="SAME")
+            + 2 * flops_module.conv2d_flops((1, 8, 8, 8), (3, 3, 8, 8), padding="SAME")
+            + flops_module.matmul_flops(1, 8 * 8 * 8, 10))
+    assert flops_module.model_flops(net, (-1, 16, 16, 1)) == want
+    assert flops_module.model_flops(net, (32, 16, 16, 1)) == want  # per example
+    with pytest.raises(TypeError, match=r"model_flops: `model` must be a Layer; got str"):
+        flops_module.model_flops("vgg", (-1, 16, 16, 1))
