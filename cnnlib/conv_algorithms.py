@@ -1,6 +1,6 @@
 """Two other ways to compute `cnnlib.conv2d`, in JAX: im2col + one matrix product, and the FFT.
 
-Introduced in chapter 07, notebooks/07-performance-and-scaling.ipynb. They compute the same
+Introduced in chapter 08, notebooks/08-performance-and-scaling.ipynb. They compute the same
 cross-correlation as `cnnlib.conv2d` (stride 1, no dilation, groups 1, zero padding) and run
 under `jax.jit` like it, so the chapter can time the algorithms against each other with one
 compiler. The NumPy versions in `cnnlib.reference` (`conv2d_im2col`, `conv2d_fft`) are the
@@ -47,7 +47,7 @@ def conv2d_im2col(x: Any, w: Any, *, padding: Any = "VALID") -> jax.Array:
         >>> conv2d_im2col(jnp.ones((2, 8, 8, 3)), jnp.ones((3, 3, 3, 4))).shape
         (2, 6, 6, 4)
 
-    Introduced in chapter 07, notebooks/07-performance-and-scaling.ipynb.
+    Introduced in chapter 08, notebooks/08-performance-and-scaling.ipynb.
     """
     xp, w = _check(x, w, padding, "conv2d_im2col")
     n, hp, wp, c = xp.shape
@@ -88,7 +88,7 @@ def conv2d_fft(x: Any, w: Any, *, padding: Any = "VALID") -> jax.Array:
         >>> conv2d_fft(jnp.ones((2, 8, 8, 3)), jnp.ones((3, 3, 3, 4))).shape
         (2, 6, 6, 4)
 
-    Introduced in chapter 07, notebooks/07-performance-and-scaling.ipynb.
+    Introduced in chapter 08, notebooks/08-performance-and-scaling.ipynb.
     """
     xp, w = _check(x, w, padding, "conv2d_fft")
     hp, wp = xp.shape[1:3]

@@ -1,6 +1,6 @@
 """Several processes, one training run: joining a JAX job, and what `fit` needs to feed it.
 
-Introduced in chapter 07, notebooks/07-performance-and-scaling.ipynb (data parallelism).
+Introduced in chapter 08, notebooks/08-performance-and-scaling.ipynb (data parallelism).
 
 A script becomes multi-process by calling `initialize()` at its top, before any JAX
 computation; nothing else changes. Every process then runs the same script on the same data:
@@ -77,7 +77,7 @@ def initialize(
         >>> cnnlib.distributed.initialize()  # first line of a script run by cnnlib.launch
         True
 
-    Introduced in chapter 07, notebooks/07-performance-and-scaling.ipynb.
+    Introduced in chapter 08, notebooks/08-performance-and-scaling.ipynb.
     """
     address, n, pid = _settings(coordinator_address, num_processes, process_id, timeout)
     if address is None or n == 1:
@@ -125,7 +125,7 @@ def replicate(tree: Any, sharding: jax.sharding.Sharding) -> Any:
     Example:
         >>> params = replicate(params, NamedSharding(mesh, PartitionSpec()))
 
-    Introduced in chapter 07, notebooks/07-performance-and-scaling.ipynb.
+    Introduced in chapter 08, notebooks/08-performance-and-scaling.ipynb.
     """
     if jax.process_count() == 1:
         return jax.device_put(tree, sharding)
@@ -161,7 +161,7 @@ def put_batch(arrays: Sequence[np.ndarray], idx: np.ndarray, sharding: Any) -> t
     Example:
         >>> xb, yb = put_batch((x, y), order[:128], NamedSharding(mesh, PartitionSpec("data")))
 
-    Introduced in chapter 07, notebooks/07-performance-and-scaling.ipynb.
+    Introduced in chapter 08, notebooks/08-performance-and-scaling.ipynb.
     """
     if jax.process_count() == 1:
         return jax.device_put(tuple(a[idx] for a in arrays), sharding)
@@ -186,7 +186,7 @@ def check_same(where: str, values: dict[str, Any]) -> None:
     Example:
         >>> check_same("fit", {"the number of training examples": len(x), "the params": params})
 
-    Introduced in chapter 07, notebooks/07-performance-and-scaling.ipynb.
+    Introduced in chapter 08, notebooks/08-performance-and-scaling.ipynb.
     """
     if jax.process_count() == 1:
         return

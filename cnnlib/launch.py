@@ -1,6 +1,6 @@
 """Run one script as N local processes of one JAX job: ``python -m cnnlib.launch -n 2 script.py``.
 
-Introduced in chapter 07, notebooks/07-performance-and-scaling.ipynb (data parallelism).
+Introduced in chapter 08, notebooks/08-performance-and-scaling.ipynb (data parallelism).
 
 Each process gets ``CNNLIB_COORDINATOR=127.0.0.1:PORT`` (a free port), ``CNNLIB_NUM_PROCESSES``
 and its own ``CNNLIB_PROCESS_ID``, which `cnnlib.distributed.initialize` reads. Their output is
@@ -60,7 +60,7 @@ def launch(
         >>> launch("train.py", ["--epochs", "2"], num_processes=2, timeout=300)
         0
 
-    Introduced in chapter 07, notebooks/07-performance-and-scaling.ipynb.
+    Introduced in chapter 08, notebooks/08-performance-and-scaling.ipynb.
     """
     _check(script, num_processes, timeout, grace)
     out = sys.stdout if out is None else out

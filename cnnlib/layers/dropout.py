@@ -42,30 +42,37 @@ def Dropout(rate: float) -> Layer:
 
     Introduced in chapter 07, notebooks/07-going-deeper.ipynb.
     """
-    where = "Dropout"
+    rate = _check_rate(rate)
+
+    def init(key, in_shape):
+        return check_single_shape(in_shape, "Dropout"), {}
+
+    def apply(params, x, *, key=None, train=False, **kw):
+        x = as_input(x, "Dropout")
+        if not train or rate == 0.0:
+            return x  # evaluation: the identity
+        keep = jax.random.bernoulli(_training_key(key), 1.0 - rate, x.shape)  # P(keep) = 1 - p
+        return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)  # kept units scaled up
+
+    return Layer(init, apply, "dropout", {"rate": rate})
+
+
+def _check_rate(rate):
     real = isinstance(rate, numbers.Real) and not isinstance(rate, bool)
     if not real or not 0 <= rate < 1:
         raise ValueError(
-            f"{where}: `rate` must be a number in [0, 1), the probability of dropping a unit; "
+            f"Dropout: `rate` must be a number in [0, 1), the probability of dropping a unit; "
             f"got {rate!r}. Use e.g. 0.5 for a dense layer, 0.1 for a convolution."
         )
-    rate = float(rate)
+    return float(rate)
 
-    def init(key, in_shape):
-        return check_single_shape(in_shape, where), {}
 
-    def apply(params, x, *, key=None, train=False, **kw):
-        x = as_input(x, where)
-        if not train or rate == 0.0:
-            return x  # evaluation: the identity
-        if key is None:
-            raise ValueError(
-                f"{where}: training (train=True) draws which units to drop and needs a `key`; "
-                f"got key=None. Pass key=... to apply (fit and make_train_step do), or "
-                f"train=False to evaluate."
-            )
-        check_key(key, "key", where)
-        keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)  # True with probability 1 - rate
-        return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
-
-    return Layer(init, apply, "dropout", {"rate": rate})
+def _training_key(key):
+    if key is None:
+        raise ValueError(
+            "Dropout: training (train=True) draws which units to drop and needs a `key`; got "
+            "key=None. Pass key=... to apply (fit and make_train_step do), or train=False to "
+            "evaluate."
+        )
+    check_key(key, "key", "Dropout")
+    return key
