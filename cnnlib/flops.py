@@ -71,7 +71,15 @@ def conv2d_flops(
 
     Introduced in chapter 08, notebooks/08-performance-and-scaling.ipynb.
     """
-    where = "conv2d_flops"
+    n, (h_out, w_out), (kh, kw, c_group, c_out) = _conv_geometry(
+        x_shape, w_shape, stride, padding, dilation, groups, "conv2d_flops")
+    outputs = n * h_out * w_out * c_out  # one dot product each
+    taps = kh * kw * c_group  # its length: a window of every input channel of its group
+    return 2 * outputs * taps  # a multiply and an add per tap
+
+
+def _conv_geometry(x_shape, w_shape, stride, padding, dilation, groups, where):
+    """Checked (N, (H_out, W_out), w_shape) of a convolution, for the FLOP counts."""
     n, h, w, c = _check_shape(x_shape, "x_shape", "(N, H, W, C)", where)
     kh, kw, c_group, out_channels = _check_shape(
         w_shape, "w_shape", "(kh, kw, in_channels // groups, out_channels)", where
@@ -96,7 +104,30 @@ def conv2d_flops(
                 f"padding {padding!r}. Use padding=\"SAME\" or a smaller kernel."
             )
         out_hw.append(conv_output_size(size, k, s, pad, d))
-    return 2 * n * out_hw[0] * out_hw[1] * out_channels * kh * kw * c_group
+    return n, tuple(out_hw), (kh, kw, c_group, out_channels)
+
+
+def xla_flops(compiled: Any) -> float:
+    """The FLOP count XLA reports for a compiled program (``jax.jit(f).lower(...).compile()``).
+
+    `cost_analysis()` returns a dict in recent JAX and a list holding one dict in older
+    versions (0.4.x); this reads either.
+
+    Example:
+        >>> xla_flops(jax.jit(jnp.dot).lower(jnp.ones((2, 3)), jnp.ones((3, 4))).compile())
+        48.0
+
+    Introduced in chapter 08, notebooks/08-performance-and-scaling.ipynb.
+    """
+    analysis = compiled.cost_analysis()
+    if isinstance(analysis, (list, tuple)):
+        analysis = analysis[0] if analysis else {}
+    if not isinstance(analysis, dict) or "flops" not in analysis:
+        raise ValueError(
+            f"xla_flops: the compiled program reports no FLOP count; got {analysis!r}. Some "
+            f"backends do not implement cost_analysis."
+        )
+    return float(analysis["flops"])
 
 
 def model_flops(model: Any, in_shape: Any) -> int:
@@ -229,6 +260,18 @@ def benchmark(
 
     Introduced in chapter 08, notebooks/08-performance-and-scaling.ipynb.
     """
+    repeats, warmup = _check_benchmark(fn, repeats, warmup)
+    for _ in range(warmup):  # the first call under jit compiles: not timed
+        jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        start = clock()
+        jax.block_until_ready(fn(*args))  # wait for the device, not just the dispatch
+        times.append(clock() - start)
+    return statistics.median(times)
+
+
+def _check_benchmark(fn, repeats, warmup):
     where = "benchmark"
     if not callable(fn):
         raise TypeError(
@@ -241,14 +284,7 @@ def benchmark(
             f"{where}: `warmup` must be an int >= 0; got {warmup!r}. Use warmup=1 to leave the "
             f"compiling first call out."
         )
-    for _ in range(warmup):
-        jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        start = clock()
-        jax.block_until_ready(fn(*args))
-        times.append(clock() - start)
-    return statistics.median(times)
+    return repeats, int(warmup)
 
 
 def _check_shape(shape, name, layout, where):

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import cnnlib
 from cnnlib import flops, reference
-from cnnlib.flops import benchmark, conv2d_flops, fft_conv2d_flops, matmul_flops
+from cnnlib.flops import benchmark, conv2d_flops, fft_conv2d_flops, matmul_flops, xla_flops
 
 
 @st.composite
@@ -55,20 +55,16 @@ def test_conv2d_flops_equals_xla_cost_analysis(x_shape, w_shape, kw):
     # Without padding: XLA's count leaves out the taps that fall on padded zeros.
     x, w = jnp.zeros(x_shape), jnp.zeros(w_shape)
     compiled = jax.jit(lambda x, w: cnnlib.conv2d(x, w, **kw)).lower(x, w).compile()
-    analysis = compiled.cost_analysis()
-    analysis = analysis[0] if isinstance(analysis, list) else analysis  # older jax: a list
-    assert conv2d_flops(x_shape, w_shape, **kw) == analysis["flops"]
+    assert conv2d_flops(x_shape, w_shape, **kw) == xla_flops(compiled)
 
 
 def test_conv2d_flops_with_padding_is_at_least_xlas_count():
     x, w = jnp.zeros((4, 28, 28, 1)), jnp.zeros((5, 5, 1, 6))
-    analysis = jax.jit(lambda x, w: cnnlib.conv2d(x, w, padding="SAME")).lower(x, w).compile()
-    analysis = analysis.cost_analysis()
-    analysis = analysis[0] if isinstance(analysis, list) else analysis
+    compiled = jax.jit(lambda x, w: cnnlib.conv2d(x, w, padding="SAME")).lower(x, w).compile()
     # Ours counts every tap: 4 * 28 * 28 * 6 outputs of 25 taps; XLA only the taps inside x.
     assert conv2d_flops(x.shape, w.shape, padding="SAME") == 2 * 4 * 28 * 28 * 6 * 25
     inside = 4 * 6 * sum(min(i + 3, 28) - max(i - 2, 0) for i in range(28)) ** 2
-    assert analysis["flops"] == 2 * inside
+    assert xla_flops(compiled) == 2 * inside
 
 
 def test_conv2d_flops_equals_the_im2col_gemm():
@@ -80,9 +76,21 @@ def test_conv2d_flops_equals_the_im2col_gemm():
 
 def test_matmul_flops_against_xla():
     a, b = jnp.zeros((30, 40)), jnp.zeros((40, 50))
-    analysis = jax.jit(jnp.dot).lower(a, b).compile().cost_analysis()
-    analysis = analysis[0] if isinstance(analysis, list) else analysis
-    assert matmul_flops(30, 40, 50) == analysis["flops"] == 120000
+    compiled = jax.jit(jnp.dot).lower(a, b).compile()
+    assert matmul_flops(30, 40, 50) == xla_flops(compiled) == 120000
+
+
+def test_xla_flops_reads_a_dict_or_the_list_of_older_jax():
+    class Fake:
+        def __init__(self, analysis):
+            self.analysis = analysis
+
+        def cost_analysis(self):
+            return self.analysis
+
+    assert xla_flops(Fake({"flops": 12.0})) == xla_flops(Fake([{"flops": 12.0}])) == 12.0
+    with pytest.raises(ValueError, match=r"xla_flops: the compiled program reports no FLOP"):
+        xla_flops(Fake([]))
 
 
 @pytest.mark.parametrize(
