@@ -59,3 +59,20 @@ def test_fashion_mnist_results_trains_and_reports_one_row_per_key():
     rows = re.findall(r"^\| mlp \| 79,510 \| (\d) \| 1 \| .* \| ([\d.]+) \|$", text, re.M)
     assert [key for key, _ in rows] == ["0", "1"]
     assert all(0.8 < float(acc) < 0.9 for _, acc in rows)  # one epoch of an MLP
+
+
+def test_bench_resnet_step_checks_agreement_and_compares():
+    text = run_script("bench_resnet_step.py", "--repeats", "2", "--rounds", "1")
+    # The script exits with an error when cnnlib and raw lax disagree after one step.
+    assert re.search(r"largest parameter or state difference \d\.\d\de[-+]\d\d", text)
+    assert re.search(r"cnnlib / raw lax, best rounds: \d\.\d{3} .* goal <= 1\.05: (met|NOT met)",
+                     text)
+
+
+def test_bench_multiprocess_runs_two_processes_that_agree():
+    text = run_script("bench_multiprocess.py", "--examples", "1024", "--epochs", "1",
+                      "--timeout", "300")
+    # The script exits with an error when the processes disagree or the losses differ.
+    rows = re.findall(r"^\|\s+(\d) \|\s+(\d) \|", text, re.M)
+    assert rows == [("1", "1"), ("2", "2")]
+    assert "identical in every process: yes" in text

@@ -104,14 +104,7 @@ def GlobalAvgPool() -> Layer:
 
     Introduced in chapter 03, notebooks/03-locality.ipynb.
     """
-    where = "GlobalAvgPool"
-
-    def init(key, in_shape):
-        n, h, w, c = check_image_shape(check_single_shape(in_shape, where), where)
-        return (n, c), {}
-
-    return Layer(init, lambda params, x, **kw: global_avg_pool(as_nhwc(x, where)),
-                 "global_avg_pool", {})
+    return _global(global_avg_pool, "GlobalAvgPool")
 
 
 def GlobalMaxPool() -> Layer:
@@ -126,14 +119,17 @@ def GlobalMaxPool() -> Layer:
 
     Introduced in chapter 05, notebooks/05-hierarchy.ipynb.
     """
-    where = "GlobalMaxPool"
+    return _global(global_max_pool, "GlobalMaxPool")
+
+
+def _global(reduce, where) -> Layer:
+    """A layer that reduces (N, H, W, C) to (N, C) with `reduce`, named after it."""
 
     def init(key, in_shape):
         n, h, w, c = check_image_shape(check_single_shape(in_shape, where), where)
         return (n, c), {}
 
-    return Layer(init, lambda params, x, **kw: global_max_pool(as_nhwc(x, where)),
-                 "global_max_pool", {})
+    return Layer(init, lambda params, x, **kw: reduce(as_nhwc(x, where)), reduce.__name__, {})
 
 
 def Flatten() -> Layer:
