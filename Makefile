@@ -101,6 +101,8 @@ notebooks: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_ops.py
 	$(PY) benchmarks/bench_train_step.py
+	$(PY) benchmarks/bench_resnet_step.py
+	$(PY) benchmarks/bench_multiprocess.py
 	$(PY) benchmarks/fashion_mnist_results.py
 
 clean:
