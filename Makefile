@@ -103,7 +103,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_train_step.py
 	$(PY) benchmarks/bench_resnet_step.py
 	$(PY) benchmarks/bench_multiprocess.py
-	$(PY) benchmarks/fashion_mnist_results.py
+	$(PY) benchmarks/fashion_mnist_results.py --models cnn mlp vgg-bn
 
 clean:
 	rm -rf _build .cache .pytest_cache .hypothesis

@@ -56,9 +56,27 @@ def test_bench_train_step_profile_lists_the_pieces():
 def test_fashion_mnist_results_trains_and_reports_one_row_per_key():
     text = run_script("fashion_mnist_results.py", "--models", "mlp", "--epochs", "1",
                       "--seeds", "0", "1")
-    rows = re.findall(r"^\| mlp \| 79,510 \| (\d) \| 1 \| .* \| ([\d.]+) \|$", text, re.M)
-    assert [key for key, _ in rows] == ["0", "1"]
-    assert all(0.8 < float(acc) < 0.9 for _, acc in rows)  # one epoch of an MLP
+    assert "54,000 training and 6,000 validation images" in text
+    rows = re.findall(r"^\| mlp \| 79,510 \| (\d) \| 1 \| 128 \| 0.006 \| .* \| ([\d.]+) \| "
+                      r"([\d.]+) \|$", text, re.M)
+    assert [key for key, _, _ in rows] == ["0", "1"]
+    # One epoch of an MLP; the validation split predicts the test accuracy within 0.03.
+    assert all(0.8 < float(acc) < 0.9 and abs(float(val) - float(acc)) < 0.03
+               for _, val, acc in rows)
+    mean = re.search(r"mlp: val acc ([\d.]+) ± ([\d.]+), test acc ([\d.]+) ± ([\d.]+) "
+                     r"\(min ([\d.]+)\)", text)
+    accs = [float(acc) for _, _, acc in rows]
+    assert abs(float(mean[3]) - sum(accs) / 2) < 1e-4 and float(mean[5]) == min(accs)
+
+
+def test_fashion_mnist_results_trains_the_record_network_with_its_state():
+    text = run_script("fashion_mnist_results.py", "--models", "vgg-bn", "--epochs", "1",
+                      "--seeds", "0", "--train-examples", "2048")
+    row = re.search(r"^\| vgg-bn \| 75,082 \| 0 \| 1 \| 64 \| 0.006 \| .* \| ([\d.]+) \| "
+                    r"([\d.]+) \|$", text, re.M)
+    # 32 steps from scratch on 2,048 images: well above chance (0.1) on held-out data, which
+    # needs the BatchNorm running statistics to have been carried through fit.
+    assert row and float(row[1]) > 0.4 and float(row[2]) > 0.4, text
 
 
 def test_bench_resnet_step_checks_agreement_and_compares():

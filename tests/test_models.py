@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import doctest
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -304,3 +306,47 @@ def test_resnet_errors():
         models.resnet(blocks=0)
     with pytest.raises(TypeError, match=r"resnet: `skip` must be True or False; got 1"):
         models.resnet(skip=1)
+
+
+# --- The Fashion-MNIST record network -----------------------------------------------------------
+
+
+def test_vgg_bn_counts_and_shapes():
+    model = models.vgg_bn()
+    out_shape, shapes = param_shapes(model, (-1, 28, 28, 1))
+    state = init_state(model, (-1, 28, 28, 1))
+    # Closed form: a biased first conv, then 3x3 convs without bias, each with BatchNorm's
+    # scale and offset (params) and running mean and variance (state), GAP, Dense.
+    params = (9 * 32 + 32) + 2 * (9 * 32 * 32 + 64) + (9 * 32 * 64 + 128) + (9 * 64 * 64 + 128)
+    params += 64 * 10 + 10
+    assert out_shape == (-1, 10)
+    assert (param_count(shapes), param_count(state)) == (params, 2 * (32 + 32 + 64 + 64))
+    assert params == 75_082 < 100_000
+    pools = [layer for layer in model.config["layers"] if layer.name == "max_pool"]
+    assert len(pools) == 2 and model.config["stages"] == ((32,), (32, 32), (64, 64))
+    small = models.vgg_bn(((4,), (8,)), num_classes=3)
+    _, p = init_params(small, jax.random.key(0), (-1, 9, 9, 2))
+    s = init_state(small, (-1, 9, 9, 2))
+    x = jax.random.normal(jax.random.key(1), (5, 9, 9, 2))
+    logits, new_state = small.apply(p, x, state=s, train=True)
+    assert logits.shape == (5, 3) and jax.tree.structure(new_state) == jax.tree.structure(s)
+
+
+def test_vgg_bn_docstring_example():
+    finder = doctest.DocTestFinder()
+    (test,) = finder.find(models.vgg_bn, "vgg_bn", globs={
+        "vgg_bn": models.vgg_bn, "init_params": init_params, "init_state": init_state,
+        "param_count": param_count, "jax": jax})
+    result = doctest.DocTestRunner().run(test)
+    assert result.attempted == 3 and result.failed == 0
+
+
+def test_vgg_bn_errors():
+    with pytest.raises(ValueError, match=r"vgg_bn: `stages` must be a non-empty tuple of tuples "
+                       r"of widths; got \(\)"):
+        models.vgg_bn(())
+    with pytest.raises(TypeError, match=r"vgg_bn: `stages\[1\]` must be a tuple of layer widths; "
+                       r"got 32"):
+        models.vgg_bn(((16,), 32))
+    with pytest.raises(ValueError, match=r"vgg_bn: `stages\[0\]\[1\]` must be a positive int"):
+        models.vgg_bn(((16, 0),))
