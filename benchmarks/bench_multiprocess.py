@@ -20,7 +20,7 @@ exactly the two-process result, so the difference is data parallelism's, not the
 
     python benchmarks/bench_multiprocess.py [--processes 2] [--examples 12000] [--epochs 2]
 
-Figures and the machine they came from: benchmarks/README.md.
+Figures and the machine they came from: benchmarks/README.md, "Multiple processes".
 """
 
 from __future__ import annotations
