@@ -116,6 +116,15 @@ def test_notebooks_define_no_library_code(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
+def test_no_prose_hidden_in_code_cells(path):
+    """A lost ``# %% [markdown]`` marker turns prose into comments: nbval passes, the page shows
+    raw TeX. Headings and display math belong to markdown cells."""
+    stray = [line for cell in code_cells(load(path)) for line in source(cell).splitlines()
+             if re.match(r"#\s*(#{1,6} |\$\$)", line)]
+    assert not stray, f"{path.name}: markdown in a code cell: {stray[:3]}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
 def test_chapter_structure(path):
     headings = [
         line.lstrip("#").strip()
