@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -187,7 +188,9 @@ def test_a_failing_process_stops_the_other_and_the_launcher_fails(tmp_path):
     status, stdout, stderr, seconds = run_launcher(tmp_path, FAILING, str(tmp_path), timeout=60)
     assert status == 1, stdout + stderr
     assert "[1] RuntimeError: process 1 fails on purpose" in stdout
-    assert "launch: process 1 exited with status 1; stopping the others." in stderr
+    # Process 1 raises; process 0 may learn of it from the coordinator and exit first (status 1
+    # too), so the launcher may name either: the first to end with an error.
+    assert re.search(r"launch: process [01] exited with status 1; stopping the others\.", stderr)
     assert seconds < 45  # not the 60 s timeout, nor JAX's 5-minute shutdown barrier
     for i in range(2):
         assert_gone(int((tmp_path / f"pid{i}").read_text()))
