@@ -30,13 +30,13 @@ import argparse
 import functools
 import os
 import platform
-import statistics
 import time
 
 import jax
 import optax
 
 from cnnlib import fashion_mnist, to_float
+from cnnlib.experiments import Summary
 from cnnlib.layers import Conv, Dense, Flatten, MaxPool, Relu, init_params, init_state, serial
 from cnnlib.models import mlp, param_count, vgg_bn
 from cnnlib.train import evaluate, fit, random_shift, split_validation
@@ -89,9 +89,9 @@ def run(name, data, *, epochs, batch, lr, seed=0, weight_decay=0.0, label_smooth
 
 
 def mean_std(values):
-    """``mean ± std`` (sample standard deviation; 0 for a single value), 4 decimals."""
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):.4f} ± {std:.4f}"
+    """``mean ± std`` over keys (`experiments.Summary`: sample std, 0 for one key), 4 decimals."""
+    summary = Summary(tuple(values))
+    return f"{summary.mean:.4f} ± {summary.std:.4f}"
 
 
 def main():
