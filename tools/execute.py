@@ -3,6 +3,7 @@ nbval compares); with --no-save, only check that they run.
 
     python tools/execute.py notebooks/03-locality.ipynb [more.ipynb ...]
     python tools/execute.py --no-save notebooks/*.ipynb   # run top to bottom, save nothing
+    python tools/execute.py --no-save --jobs 2 notebooks/*.ipynb   # two at a time
 
 Runs from the notebook's folder, as Jupyter Book and nbval do, in this interpreter's
 environment. A cell that raises stops its notebook, unless the cell is tagged raises-exception.
@@ -17,6 +18,7 @@ import argparse
 import re
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import nbformat
@@ -48,31 +50,54 @@ def failing_cell(nb: nbformat.NotebookNode) -> str:
     return "cell unknown"
 
 
+def run(path: Path, save: bool) -> tuple[Path, str, bool]:
+    """Execute one notebook; return (path, the line(s) to print, whether it failed).
+
+    Saving lets a failing cell's error propagate (nothing is written); without saving, the error
+    is reported as the failing cell and the last lines of its traceback."""
+    nb, start = nbformat.read(path, as_version=4), time.perf_counter()
+    if save:
+        nbformat.write(execute(nb, path), path)
+        return path, f"{path}: executed in {time.perf_counter() - start:.1f} s", False
+    try:
+        execute(nb, path)
+    except CellExecutionError as error:
+        seconds = time.perf_counter() - start
+        tail = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip().splitlines()[-6:]
+        where = failing_cell(nb)  # nbclient fills in nb's outputs as it runs
+        lines = [f"{path}: FAILED after {seconds:.1f} s at {where}"]
+        lines += [f"    {line}" for line in tail]
+        return path, "\n".join(lines), True
+    return path, f"{path}: ran in {time.perf_counter() - start:.1f} s", False
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         description="Execute notebooks, saving them in place; --no-save: only check they run.")
     parser.add_argument("notebooks", nargs="+", type=Path)
     parser.add_argument("--no-save", action="store_true",
                         help="check that every notebook runs; keep going after a failure")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="run N notebooks at a time, started in the order given (default 1); "
+                             "each kernel is its own process, and XLA's compiler is "
+                             "single-threaded, so 2 jobs on 2 cores finish sooner than 1")
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
     failed, total = [], time.perf_counter()
-    for path in args.notebooks:
-        nb, start = nbformat.read(path, as_version=4), time.perf_counter()
-        if not args.no_save:
-            nbformat.write(execute(nb, path), path)
-            print(f"{path}: executed in {time.perf_counter() - start:.1f} s", flush=True)
-            continue
-        try:
-            execute(nb, path)
-        except CellExecutionError as error:
-            seconds = time.perf_counter() - start
-            tail = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip().splitlines()[-6:]
-            where = failing_cell(nb)  # nbclient fills in nb's outputs as it runs
-            print(f"{path}: FAILED after {seconds:.1f} s at {where}", flush=True)
-            print("\n".join(f"    {line}" for line in tail), flush=True)
-            failed.append(path)
-            continue
-        print(f"{path}: ran in {time.perf_counter() - start:.1f} s", flush=True)
+    # Threads suffice: each one only waits on its kernel, a process of its own.
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        pending = [pool.submit(run, path, not args.no_save) for path in args.notebooks]
+        for future in as_completed(pending):
+            try:
+                path, report, error = future.result()
+            except BaseException:  # saving: stop at the first notebook that fails
+                for other in pending:
+                    other.cancel()
+                raise
+            print(report, flush=True)
+            if error:
+                failed.append(path)
     if args.no_save:
         ran = len(args.notebooks) - len(failed)
         print(f"{ran} of {len(args.notebooks)} notebooks ran without an error in "
