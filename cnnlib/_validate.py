@@ -78,6 +78,22 @@ def check_positive_int(value: Any, name: str, where: str) -> int:
     return int(value)
 
 
+def check_fraction(
+    value: Any, name: str, where: str, *, zero: bool, fix: str, meaning: str = ""
+) -> float:
+    """Require a real number (not a bool) in [0, 1) if `zero` is allowed, else in (0, 1).
+
+    `meaning` follows the interval in the message (", the probability of ..."); `fix` ends it.
+    """
+    interval = "[0, 1)" if zero else "(0, 1)"
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not real or not (0 <= value < 1 if zero else 0 < value < 1):
+        raise ValueError(
+            f"{where}: `{name}` must be a number in {interval}{meaning}; got {value!r}. {fix}"
+        )
+    return float(value)
+
+
 def check_nhwc(x: Any, where: str, name: str = "x") -> None:
     """Require a 4-D floating array in the batched (N, H, W, C) layout.
 

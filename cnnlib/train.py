@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import numbers
 import sys
 import warnings
 from typing import Any, Callable, Sequence
@@ -36,7 +35,9 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from cnnlib import distributed
-from cnnlib._validate import _is_int, check_key, check_nhwc, check_positive_int
+from cnnlib._validate import (
+    _is_int, check_fraction, check_key, check_nhwc, check_positive_int,
+)
 
 with warnings.catch_warnings():
     # tqdm.auto warns (TqdmWarning) when ipywidgets is missing, as it is on purpose in the book's
@@ -253,11 +254,7 @@ def split_validation(
     Introduced in chapter 06, notebooks/06-training.ipynb.
     """
     where = "split_validation"
-    real = isinstance(fraction, numbers.Real) and not isinstance(fraction, bool)
-    if not real or not 0 < fraction < 1:
-        raise ValueError(
-            f"{where}: `fraction` must be a number in (0, 1); got {fraction!r}. Use e.g. 0.1."
-        )
+    check_fraction(fraction, "fraction", where, zero=False, fix="Use e.g. 0.1.")
     x, y = np.asarray(x), np.asarray(y)
     if y.ndim != 1 or len(x) != len(y) or not np.issubdtype(y.dtype, np.integer):
         raise ValueError(
@@ -721,13 +718,10 @@ def _check_devices(devices, where):
 
 
 def _check_smoothing(label_smoothing, where):
-    real = isinstance(label_smoothing, numbers.Real) and not isinstance(label_smoothing, bool)
-    if not real or not 0 <= label_smoothing < 1:
-        raise ValueError(
-            f"{where}: `label_smoothing` must be a number in [0, 1); got {label_smoothing!r}. "
-            f"Use 0 for plain cross-entropy or a small value such as 0.1."
-        )
-    return float(label_smoothing)
+    return check_fraction(
+        label_smoothing, "label_smoothing", where, zero=True,
+        fix="Use 0 for plain cross-entropy or a small value such as 0.1.",
+    )
 
 
 def _check_augment(augment, where):

@@ -5,12 +5,11 @@ Introduced in chapter 07, notebooks/07-going-deeper.ipynb.
 
 from __future__ import annotations
 
-import numbers
 
 import jax
 import jax.numpy as jnp
 
-from cnnlib._validate import check_key
+from cnnlib._validate import check_fraction, check_key
 from cnnlib.layers.base import Layer, as_input, check_single_shape
 
 
@@ -58,13 +57,10 @@ def Dropout(rate: float) -> Layer:
 
 
 def _check_rate(rate):
-    real = isinstance(rate, numbers.Real) and not isinstance(rate, bool)
-    if not real or not 0 <= rate < 1:
-        raise ValueError(
-            f"Dropout: `rate` must be a number in [0, 1), the probability of dropping a unit; "
-            f"got {rate!r}. Use e.g. 0.5 for a dense layer, 0.1 for a convolution."
-        )
-    return float(rate)
+    return check_fraction(
+        rate, "rate", "Dropout", zero=True, meaning=", the probability of dropping a unit",
+        fix="Use e.g. 0.5 for a dense layer, 0.1 for a convolution.",
+    )
 
 
 def _training_key(key):
