@@ -18,10 +18,11 @@ export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]-*.ipynb))
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
-# Notebooks executed at a time by nbval and make lower. Two kernels on CI's two cores finish
-# sooner than one (measured from a cold compile cache: nbval 5.6 min instead of 7.6, the lower
-# chapters 6.6 instead of 10.6): compiling is single-threaded, and small convolutions leave
-# a core idle. Outputs do not change: XLA sizes its thread pool by the cores, not the load.
+# Test processes (pytest-xdist) and notebooks run at a time. Two on CI's two cores finish
+# sooner than one (measured from a cold compile cache: unit tests 4.2 min instead of 6.5,
+# nbval 5.6 instead of 7.6, the lower chapters 6.6 instead of 10.6): compiling is
+# single-threaded, and small convolutions leave a core idle. Outputs do not change: XLA sizes
+# its thread pool by the cores, not by the load.
 JOBS ?= 2
 
 .PHONY: help venv book html test unit nbval book-strict browser lower notebooks bench clean
@@ -64,7 +65,7 @@ endif
 test: unit nbval book-strict browser lower
 
 unit: $(STAMP)
-	$(PY) -m pytest tests -m "not browser" -p no:cacheprovider -q
+	$(PY) -m pytest tests -m "not browser" -p no:cacheprovider -q -n $(JOBS)
 
 nbval: $(STAMP)
 	$(PY) -m pytest $(NBVAL) $(NOTEBOOKS) -p no:cacheprovider -q -n $(JOBS) --dist loadfile
@@ -97,7 +98,8 @@ $(LOWER_STAMP): requirements-lower.txt pyproject.toml
 
 lower: $(LOWER_STAMP)
 	$(LOWER_ENV) HYPOTHESIS_PROFILE=dev $(LOWER_PY) -m pytest tests -m "not browser" \
-	    -p no:cacheprovider -q --ignore=tests/test_notebooks.py --ignore=tests/test_site.py
+	    -p no:cacheprovider -q -n $(JOBS) --ignore=tests/test_notebooks.py \
+	    --ignore=tests/test_site.py
 	$(LOWER_ENV) $(LOWER_PY) tools/execute.py --no-save --jobs $(JOBS) \
 	    $(shell printf '%s\n' $(NOTEBOOKS) | sort -r)
 
