@@ -24,6 +24,11 @@ NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.
 # single-threaded, and small convolutions leave a core idle. Outputs do not change: XLA sizes
 # its thread pool by the cores, not by the load.
 JOBS ?= 2
+# Chapter 08 times code and asserts on the timings (compiling costs more than ten steps, with
+# a margin of about eight on a quiet machine). A second kernel on the same two cores can slow
+# a multi-threaded step tenfold, so this chapter runs alone, after the others.
+TIMED := notebooks/08-performance-and-scaling.ipynb
+SHARED := $(filter-out $(TIMED),$(NOTEBOOKS))
 
 .PHONY: help venv book html test unit nbval book-strict browser lower notebooks bench clean
 
@@ -68,7 +73,8 @@ unit: $(STAMP)
 	$(PY) -m pytest tests -m "not browser" -p no:cacheprovider -q -n $(JOBS)
 
 nbval: $(STAMP)
-	$(PY) -m pytest $(NBVAL) $(NOTEBOOKS) -p no:cacheprovider -q -n $(JOBS) --dist loadfile
+	$(PY) -m pytest $(NBVAL) $(SHARED) -p no:cacheprovider -q -n $(JOBS) --dist loadfile
+	$(PY) -m pytest $(NBVAL) $(TIMED) -p no:cacheprovider -q
 
 book-strict: $(STAMP)
 	rm -rf _build/html
@@ -101,7 +107,8 @@ lower: $(LOWER_STAMP)
 	    -p no:cacheprovider -q -n $(JOBS) --ignore=tests/test_notebooks.py \
 	    --ignore=tests/test_site.py
 	$(LOWER_ENV) $(LOWER_PY) tools/execute.py --no-save --jobs $(JOBS) \
-	    $(shell printf '%s\n' $(NOTEBOOKS) | sort -r)
+	    $(shell printf '%s\n' $(SHARED) | sort -r)
+	$(LOWER_ENV) $(LOWER_PY) tools/execute.py --no-save $(TIMED)
 
 # Re-execute notebooks in place after changing them or cnnlib; commit the outputs.
 notebooks: $(STAMP)
