@@ -7,9 +7,10 @@ nbval compares); with --no-save, only check that they run.
 
 Runs from the notebook's folder, as Jupyter Book and nbval do, in this interpreter's
 environment. A cell that raises stops its notebook, unless the cell is tagged raises-exception.
-Saving stops at the first such notebook; --no-save runs the others too, prints one line per
-notebook (time, or the failing cell and its error) and exits 1 if any failed. Outputs are not
-compared with the committed ones: that is nbval's job (make nbval).
+Saving stops at the first such notebook (with --jobs, those already running finish); --no-save
+runs the others too, prints one line per notebook (time, or the failing cell and its error) and
+exits 1 if any failed. Outputs are not compared with the committed ones: that is nbval's job
+(make nbval).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
@@ -84,17 +86,24 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
-    failed, total = [], time.perf_counter()
+    failed, total, stop = [], time.perf_counter(), threading.Event()
+
+    def task(path: Path) -> tuple[Path, str, bool] | None:
+        if stop.is_set():  # an earlier notebook raised (saving): start no more
+            return None
+        try:
+            return run(path, not args.no_save)
+        except BaseException:
+            stop.set()
+            raise
+
     # Threads suffice: each one only waits on its kernel, a process of its own.
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        pending = [pool.submit(run, path, not args.no_save) for path in args.notebooks]
-        for future in as_completed(pending):
-            try:
-                path, report, error = future.result()
-            except BaseException:  # saving: stop at the first notebook that fails
-                for other in pending:
-                    other.cancel()
-                raise
+        for future in as_completed([pool.submit(task, path) for path in args.notebooks]):
+            result = future.result()  # re-raises a saving run's error, once the others stop
+            if result is None:
+                continue
+            path, report, error = result
             print(report, flush=True)
             if error:
                 failed.append(path)
