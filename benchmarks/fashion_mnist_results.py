@@ -88,12 +88,6 @@ def run(name, data, *, epochs, batch, lr, seed=0, weight_decay=0.0, label_smooth
                 acc=acc, seed=seed)
 
 
-def mean_std(values):
-    """``mean ± std`` over keys (`experiments.Summary`: sample std, 0 for one key), 4 decimals."""
-    summary = Summary(tuple(values))
-    return f"{summary.mean:.4f} ± {summary.std:.4f}"
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["cnn", "mlp"], choices=list(MODELS))
@@ -135,9 +129,10 @@ def main():
             print(f"| {name} | {r['params']:,} | {seed} | {r['epochs']} | {recipe['batch']} | "
                   f"{recipe['lr']:g} | {r['seconds']:.1f} | {r['cpu']:.1f} | "
                   f"{r['train_acc']:.4f} | {r['val_acc']:.4f} | {r['acc']:.4f} |", flush=True)
+        # Summary formats as "mean ± std" (sample std, 0 for one key).
+        val, test = (Summary(tuple(r[k] for r in rows)) for k in ("val_acc", "acc"))
         summaries.append(
-            f"{name}: val acc {mean_std([r['val_acc'] for r in rows])}, test acc "
-            f"{mean_std([r['acc'] for r in rows])} (min {min(r['acc'] for r in rows):.4f}), "
+            f"{name}: val acc {val:.4f}, test acc {test:.4f} (min {test.min:.4f}), "
             f"train s max {max(r['seconds'] for r in rows):.1f} over {len(rows)} key(s)")
     print("\nmean ± std (sample std) over keys:")
     for line in summaries:
