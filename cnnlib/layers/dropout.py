@@ -5,7 +5,6 @@ Introduced in chapter 07, notebooks/07-going-deeper.ipynb.
 
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 
