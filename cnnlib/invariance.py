@@ -10,6 +10,8 @@ Introduced in chapter 04, notebooks/04-equivariance-and-invariance.ipynb. A func
 - `shift_consistency`: Zhang (2019)'s probability that a classifier predicts the same
   class for two random shifts of the same image;
 - `accuracy_vs_shift`: test accuracy when every test image is shifted by k pixels;
+- `shift_averaged`: a model whose prediction is averaged over shifted copies of its input
+  (test-time augmentation; chapter 06);
 - `shift_sensitivity`: how far a one-pixel shift moves a representation, relative to how far
   apart different images are (chapter 05 measures it layer by layer).
 """
@@ -300,6 +302,79 @@ def accuracy_vs_shift(
                 correct += int(np.sum(pred == labels[part]))
         accuracies.append(correct / (4 * x.shape[0]))
     return np.asarray(accuracies, np.float64)
+
+
+def shift_averaged(apply: Callable, max_shift: int = 1, *, mode: str = "zeros") -> Callable:
+    """Test-time augmentation: a model whose prediction is averaged over shifts of its input.
+
+    The returned function runs `apply` on the K = (2 max_shift + 1)^2 copies of the batch
+    moved by every ``(dy, dx)`` with both entries in -max_shift..max_shift (`shift` with
+    `mode`), and averages the predicted class probabilities:
+
+        p(c | x) = (1 / K) sum_{dy, dx} softmax(apply(params, shift(x, dy, dx)))_c
+
+    It returns ``log p``, which serves as logits (its softmax is p), so `train.evaluate` and
+    anything else that takes a model's apply take it unchanged. Averaging over a group of
+    transformations makes a predictor invariant to them (chapter 04): with ``mode="circular"``
+    and every shift of the image it would be exactly shift-invariant. Here the shifts are the
+    few that a network trained with ``random_shift(max_shift=...)`` has seen, and the
+    average is an ensemble of K views of each test image for K times the cost of one
+    prediction.
+
+    Args:
+        apply: a `Layer`'s apply (``model.apply``), or any ``apply(params, x) -> logits``.
+        max_shift: the largest shift in pixels, >= 0 (0 gives ``log_softmax`` of `apply`).
+        mode: how images are shifted: ``"zeros"`` (as `train.random_shift` does; default) or
+            ``"circular"``.
+
+    Returns:
+        ``averaged(params, x, *, state=None, key=None, train=False)``, called like `apply`:
+        log-probabilities of shape (N, num_classes), or ``(log-probabilities, state)`` when
+        `state` is given (evaluation does not change the state). For evaluation only:
+        ``train=True`` is an error.
+
+    Example:
+        >>> loss, acc = evaluate(shift_averaged(model.apply, 1), params, x_test, y_test,
+        ...                      state=state)
+
+    Introduced in chapter 06, notebooks/06-training.ipynb.
+    """
+    where = "shift_averaged"
+    if not callable(apply):
+        raise TypeError(
+            f"{where}: `apply` must be a model's apply(params, x) -> logits; got "
+            f"{type(apply).__name__}. Pass model.apply."
+        )
+    max_shift = _check_nonnegative_int(max_shift, "max_shift", where)
+    mode = _check_mode(mode, where)
+    offsets = [(dy, dx) for dy in range(-max_shift, max_shift + 1)
+               for dx in range(-max_shift, max_shift + 1)]
+
+    def averaged(params, x, *, state=None, train=False, **kwargs):
+        if train:
+            raise ValueError(
+                f"{where}: the averaged model is for evaluation; got train=True. Train the "
+                f"model itself (augment=functools.partial(random_shift, max_shift="
+                f"{max_shift})) and average its predictions afterwards."
+            )
+        check_nhwc(x, where)
+        if max_shift >= min(x.shape[1:3]):
+            raise ValueError(
+                f"{where}: `max_shift` must be less than the image size {x.shape[1]} x "
+                f"{x.shape[2]}; got {max_shift}. Use max_shift=1 or 2."
+            )
+        log_p = []
+        for dy, dx in offsets:
+            moved = shift(x, dy, dx, mode=mode)
+            if state is None:
+                logits = apply(params, moved, **kwargs)
+            else:
+                logits, _ = apply(params, moved, state=state, **kwargs)
+            log_p.append(jax.nn.log_softmax(logits, axis=-1))  # (N, num_classes)
+        mean = jax.nn.logsumexp(jnp.stack(log_p), axis=0) - np.log(len(offsets))
+        return mean if state is None else (mean, state)
+
+    return averaged
 
 
 def shift_sensitivity(f: Callable[[jax.Array], Any], x: Any, *, mode: str = "zeros") -> float:

@@ -8,14 +8,26 @@ import numpy as np
 import pytest
 
 from cnnlib import avg_pool
+from cnnlib.layers import (
+    BatchNorm,
+    Conv,
+    Dense,
+    GlobalAvgPool,
+    Relu,
+    init_params,
+    init_state,
+    serial,
+)
 from cnnlib.invariance import (
     accuracy_vs_shift,
     equivariance_error,
     random_shifts,
     shift,
+    shift_averaged,
     shift_consistency,
     shift_sensitivity,
 )
+from cnnlib.train import evaluate
 
 
 def images(n=3, h=7, w=9, c=2, seed=0):
@@ -222,3 +234,74 @@ def test_shift_sensitivity_of_identity_pooling_and_scale():
         shift_sensitivity(lambda v: v, x[:1])
     with pytest.raises(ValueError, match=r"gives every image of `x` the same output"):
         shift_sensitivity(lambda v: v.sum() * 0 + jnp.zeros((32, 1)), x)
+
+
+def linear_classifier(seed=0, h=7, w=9, c=2, classes=4):
+    """apply(params, x) -> logits: a dense map of the flattened image (not shift-invariant)."""
+    wts = np.random.default_rng(seed).normal(size=(h * w * c, classes)).astype(np.float32)
+    return wts, lambda p, v: v.reshape(v.shape[0], -1) @ p
+
+
+@pytest.mark.parametrize("max_shift, mode", [(0, "zeros"), (1, "zeros"), (2, "circular")])
+def test_shift_averaged_is_the_mean_probability_over_the_shifts(max_shift, mode):
+    x = images()
+    wts, apply = linear_classifier()
+    got = np.asarray(shift_averaged(apply, max_shift, mode=mode)(wts, x))
+    probs = []
+    for dy in range(-max_shift, max_shift + 1):
+        for dx in range(-max_shift, max_shift + 1):
+            moved = (np.roll(x, (dy, dx), axis=(1, 2)) if mode == "circular"
+                     else zero_shift_loop(x, dy, dx))
+            logits = moved.reshape(len(x), -1).astype(np.float64) @ wts
+            e = np.exp(logits - logits.max(axis=1, keepdims=True))
+            probs.append(e / e.sum(axis=1, keepdims=True))
+    assert len(probs) == (2 * max_shift + 1) ** 2
+    np.testing.assert_allclose(np.exp(got), np.mean(probs, axis=0), rtol=2e-5, atol=1e-7)
+    np.testing.assert_allclose(np.exp(got).sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_shift_averaged_changes_nothing_for_an_invariant_model():
+    # Global average pooling after circular shifts sees the same pixels: every copy agrees.
+    x = images()
+    wts = np.random.default_rng(1).normal(size=(2, 3)).astype(np.float32)
+    apply = lambda p, v: v.mean(axis=(1, 2)) @ p  # noqa: E731
+    got = shift_averaged(apply, 2, mode="circular")(wts, x)
+    np.testing.assert_allclose(got, jax.nn.log_softmax(apply(wts, x)), atol=1e-5)
+
+
+def test_shift_averaged_model_with_state_in_evaluate():
+    model = serial(Conv(4, 3, padding="SAME"), BatchNorm(), Relu(), GlobalAvgPool(), Dense(3))
+    _, params = init_params(model, jax.random.key(0), (-1, 7, 9, 2))
+    state = init_state(model, (-1, 7, 9, 2))
+    state = jax.tree_util.tree_map(lambda s: s + 0.25, state)  # not the initial statistics
+    x, y = images(n=10), np.arange(10) % 3
+    averaged = shift_averaged(model.apply, 1)
+    log_p, same_state = averaged(params, x, state=state)
+    assert log_p.shape == (10, 3) and same_state is state
+    want = np.mean([jax.nn.softmax(model.apply(params, shift(x, dy, dx, mode="zeros"),
+                                               state=state)[0]) for dy in (-1, 0, 1)
+                    for dx in (-1, 0, 1)], axis=0)
+    np.testing.assert_allclose(np.exp(log_p), want, rtol=2e-5, atol=1e-7)
+    loss, acc = evaluate(averaged, params, x, y, batch_size=4, state=state)
+    assert acc == pytest.approx(np.mean(want.argmax(axis=1) == y))
+    assert loss == pytest.approx(-np.mean(np.log(want[np.arange(10), y])), rel=1e-4)
+
+
+def test_shift_averaged_errors_name_the_argument():
+    x = images()
+    wts, apply = linear_classifier()
+    with pytest.raises(TypeError, match="shift_averaged: `apply` must be a model's apply"):
+        shift_averaged("model", 1)
+    with pytest.raises(ValueError, match="shift_averaged: `max_shift` must be a non-negative"):
+        shift_averaged(apply, -1)
+    with pytest.raises(TypeError, match="shift_averaged: `max_shift` must be a non-negative"):
+        shift_averaged(apply, 1.5)
+    with pytest.raises(ValueError, match="shift_averaged: `mode` must be one of"):
+        shift_averaged(apply, 1, mode="reflect")
+    with pytest.raises(ValueError, match="shift_averaged: the averaged model is for evaluation"):
+        shift_averaged(apply, 1)(wts, x, train=True)
+    with pytest.raises(ValueError, match=r"shift_averaged: `max_shift` must be less than the "
+                                         r"image size 7 x 9; got 7"):
+        shift_averaged(apply, 7)(wts, x)
+    with pytest.raises(ValueError, match=r"shift_averaged: `x` must have shape \(N, H, W, C\)"):
+        shift_averaged(apply, 1)(wts, x[0])
