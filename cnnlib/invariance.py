@@ -340,11 +340,8 @@ def shift_averaged(apply: Callable, max_shift: int = 1, *, mode: str = "zeros") 
     Introduced in chapter 06, notebooks/06-training.ipynb.
     """
     where = "shift_averaged"
-    if not callable(apply):
-        raise TypeError(
-            f"{where}: `apply` must be a model's apply(params, x) -> logits; got "
-            f"{type(apply).__name__}. Pass model.apply."
-        )
+    _check_callable(apply, "apply", where, what="a model's apply(params, x) -> logits",
+                    fix="Pass model.apply.")
     max_shift = _check_nonnegative_int(max_shift, "max_shift", where)
     mode = _check_mode(mode, where)
     offsets = [(dy, dx) for dy in range(-max_shift, max_shift + 1)
@@ -441,12 +438,15 @@ def _classes(predict: Callable, x: jax.Array, where: str) -> np.ndarray:
     return scores.argmax(axis=1)
 
 
-def _check_callable(f: Any, name: str, where: str) -> None:
+def _check_callable(
+    f: Any,
+    name: str,
+    where: str,
+    what: str = "a function from an (N, H, W, C) batch to scores (N, classes)",
+    fix: str = "Pass e.g. lambda x: apply(params, x).",
+) -> None:
     if not callable(f):
-        raise TypeError(
-            f"{where}: `{name}` must be a function from an (N, H, W, C) batch to scores "
-            f"(N, classes); got {type(f).__name__}. Pass e.g. lambda x: apply(params, x)."
-        )
+        raise TypeError(f"{where}: `{name}` must be {what}; got {type(f).__name__}. {fix}")
 
 
 def _check_mode(mode: Any, where: str) -> str:
