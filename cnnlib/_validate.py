@@ -78,6 +78,17 @@ def check_positive_int(value: Any, name: str, where: str) -> int:
     return int(value)
 
 
+def check_max_shift(max_shift: Any, shape: tuple[int, ...], where: str) -> int:
+    """Require an int shift smaller than the images of an NHWC `shape`: 0 <= max_shift < H, W."""
+    h, w = shape[1:3]
+    if not _is_int(max_shift) or not 0 <= max_shift < min(h, w):
+        raise ValueError(
+            f"{where}: `max_shift` must be an int in 0..{min(h, w) - 1} (less than the image "
+            f"size {h} x {w}); got {max_shift!r}. Use max_shift=1 or 2."
+        )
+    return int(max_shift)
+
+
 def check_fraction(
     value: Any, name: str, where: str, *, zero: bool, fix: str, meaning: str = ""
 ) -> float:

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnnlib._validate import _is_int, check_nhwc, check_positive_int
+from cnnlib._validate import _is_int, check_max_shift, check_nhwc, check_positive_int
 
 MODES = ("circular", "zeros")
 
@@ -355,11 +355,7 @@ def shift_averaged(apply: Callable, max_shift: int = 1, *, mode: str = "zeros") 
                 f"{max_shift})) and average its predictions afterwards."
             )
         check_nhwc(x, where)
-        if max_shift >= min(x.shape[1:3]):
-            raise ValueError(
-                f"{where}: `max_shift` must be less than the image size {x.shape[1]} x "
-                f"{x.shape[2]}; got {max_shift}. Use max_shift=1 or 2."
-            )
+        check_max_shift(max_shift, x.shape, where)
         log_p = []
         for dy, dx in offsets:
             moved = shift(x, dy, dx, mode=mode)

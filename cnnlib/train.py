@@ -36,7 +36,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from cnnlib import distributed
 from cnnlib._validate import (
-    _is_int, check_fraction, check_key, check_nhwc, check_positive_int,
+    check_fraction, check_key, check_max_shift, check_nhwc, check_positive_int,
 )
 
 with warnings.catch_warnings():
@@ -187,12 +187,7 @@ def random_shift(key: jax.Array, x: Any, max_shift: int = 1) -> jax.Array:
     check_key(key, "key", where)
     check_nhwc(x, where)
     n, h, w, c = x.shape
-    if not _is_int(max_shift) or not 0 <= max_shift < min(h, w):
-        raise ValueError(
-            f"{where}: `max_shift` must be an int in 0..{min(h, w) - 1} (less than the image "
-            f"size {h} x {w}); got {max_shift!r}. Use max_shift=1 or 2."
-        )
-    s = int(max_shift)
+    s = check_max_shift(max_shift, x.shape, where)
     padded = jnp.pad(x, ((0, 0), (s, s), (s, s), (0, 0)))  # (N, H + 2s, W + 2s, C)
     corner = jax.random.randint(key, (n, 2), 0, 2 * s + 1)  # top-left of each crop
     crop = lambda image, at: jax.lax.dynamic_slice(image, (at[0], at[1], 0), (h, w, c))

@@ -300,8 +300,8 @@ def test_shift_averaged_errors_name_the_argument():
         shift_averaged(apply, 1, mode="reflect")
     with pytest.raises(ValueError, match="shift_averaged: the averaged model is for evaluation"):
         shift_averaged(apply, 1)(wts, x, train=True)
-    with pytest.raises(ValueError, match=r"shift_averaged: `max_shift` must be less than the "
-                                         r"image size 7 x 9; got 7"):
+    with pytest.raises(ValueError, match=r"shift_averaged: `max_shift` must be an int in "
+                                         r"0\.\.6 \(less than the image size 7 x 9\); got 7"):
         shift_averaged(apply, 7)(wts, x)
     with pytest.raises(ValueError, match=r"shift_averaged: `x` must have shape \(N, H, W, C\)"):
         shift_averaged(apply, 1)(wts, x[0])
