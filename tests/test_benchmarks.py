@@ -75,15 +75,18 @@ def test_fashion_mnist_results_trains_and_reports_one_row_per_key():
     assert abs(float(mean[6]) - sum(averaged) / 2) < 1e-4 and float(mean[7]) == min(averaged)
 
 
-def test_fashion_mnist_results_trains_the_record_network_on_two_devices():
+def test_fashion_mnist_results_trains_the_record_network_on_two_devices_without_a_split():
     text = run_script("fashion_mnist_results.py", "--models", "vgg-bn", "--epochs", "1",
-                      "--seeds", "0", "--train-examples", "2048")
+                      "--seeds", "0", "--train-examples", "2048", "--all-train")
+    # --all-train (the record's final run) keeps no validation split: its columns are empty.
+    assert "2,048 training and 0 validation images" in text
     row = re.search(r"^\| vgg-bn \| 75,082 \| 0 \| 1 \| 64 \| 0.006 \| 2 \| .* \| ([\d.]+) \| "
-                    r"([\d.]+) \| ([\d.]+) \| ([\d.]+) \|$", text, re.M)
+                    r"— \| ([\d.]+) \| — \| ([\d.]+) \|$", text, re.M)
     # 32 steps from scratch on 2,048 images, each batch split over two CPU devices: well above
-    # chance (0.1) on held-out data, which needs the BatchNorm running statistics to have been
+    # chance (0.1) on the test set, which needs the BatchNorm running statistics to have been
     # carried through fit.
     assert row and all(float(acc) > 0.4 for acc in row.groups()), text
+    assert re.search(r"vgg-bn: test acc [\d.]+ ± 0.0000 \(min [\d.]+\); 9 shifts: test acc", text)
 
 
 def test_bench_resnet_step_checks_agreement_and_compares():
