@@ -78,7 +78,7 @@ def test_fashion_mnist_results_trains_and_reports_one_row_per_key():
 def test_fashion_mnist_results_trains_the_record_network_on_two_devices_without_a_split():
     text = run_script("fashion_mnist_results.py", "--models", "vgg-bn", "--epochs", "1",
                       "--seeds", "0", "--train-examples", "2048", "--all-train")
-    # --all-train (the record's final run) keeps no validation split: its columns are empty.
+    # --all-train (a chosen recipe's final run) keeps no validation split: its columns are empty.
     assert "2,048 training and 0 validation images" in text
     row = re.search(r"^\| vgg-bn \| 75,082 \| 0 \| 1 \| 64 \| 0.006 \| 2 \| .* \| ([\d.]+) \| "
                     r"— \| ([\d.]+) \| — \| ([\d.]+) \|$", text, re.M)
