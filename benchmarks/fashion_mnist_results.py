@@ -27,7 +27,8 @@ evaluated: the final run of a recipe already chosen on the split (for vgg-bn it 
 nothing; benchmarks/README.md records both runs).
 
     python benchmarks/fashion_mnist_results.py [--models cnn mlp vgg-bn] [--seeds 0 1 2 3 4]
-        [--epochs E] [--batch B] [--lr LR] [--devices D] [--train-examples N] [--all-train]
+        [--epochs E] [--batch B] [--lr LR] [--devices D] [--train-examples N]
+        [--test-examples N] [--all-train]
 
 Figures, the machine they came from and what was tried: benchmarks/README.md, "Fashion-MNIST".
 """
@@ -143,12 +144,16 @@ def main():
                         help="CPU devices to split each batch over; overrides the recipe")
     parser.add_argument("--train-examples", type=int,
                         help="train on the first N training images (for quick checks)")
+    parser.add_argument("--test-examples", type=int,
+                        help="evaluate on the first N test images (for quick checks)")
     parser.add_argument("--all-train", action="store_true",
                         help="train on all 60,000 training images, without a validation split: "
                              "the final run, once the recipe has been chosen on the split")
     args = parser.parse_args()
-    if args.devices is not None and args.devices < 1:
-        parser.error(f"--devices must be >= 1; got {args.devices}")
+    for flag in ("devices", "train_examples", "test_examples"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be >= 1; got {value}")
     # Before anything starts JAX's backend: as many CPU devices as the largest recipe needs.
     cpu_devices(args.devices or max(MODELS[name][1]["devices"] for name in args.models))
 
@@ -159,13 +164,15 @@ def main():
         train, validation = split_validation(to_float(x_train), y_train, 0.1)
     if args.train_examples:
         train = train[0][:args.train_examples], train[1][:args.train_examples]
+    if args.test_examples:
+        x_test, y_test = x_test[:args.test_examples], y_test[:args.test_examples]
     data = train, validation, (to_float(x_test), y_test)
     print(f"jax {jax.__version__}, {jax.default_backend()} backend, {os.cpu_count()} CPU cores "
-          f"({platform.machine()}); {len(train[1]):,} training and "
-          f"{len(validation[1]) if validation else 0:,} validation images; Adam, cosine decay, "
-          f"weight decay {args.weight_decay}, label smoothing {args.label_smoothing}, random "
-          f"shift {args.shift}; \"9 shifts\": invariance.shift_averaged over the shifts of up "
-          f"to {max(args.shift, 1)} pixel(s)\n")
+          f"({platform.machine()}); {len(train[1]):,} training, "
+          f"{len(validation[1]) if validation else 0:,} validation and {len(y_test):,} test "
+          f"images; Adam, cosine decay, weight decay {args.weight_decay}, label smoothing "
+          f"{args.label_smoothing}, random shift {args.shift}; \"9 shifts\": "
+          f"invariance.shift_averaged over the shifts of up to {max(args.shift, 1)} pixel(s)\n")
     print("| model | params | key | epochs | batch | lr | devices | train s | CPU s | train acc "
           "| val acc | test acc | val acc, 9 shifts | test acc, 9 shifts |")
     print("|-------|-------:|----:|-------:|------:|---:|--------:|--------:|------:|----------:"

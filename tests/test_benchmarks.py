@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -56,7 +58,7 @@ def test_bench_train_step_profile_lists_the_pieces():
 def test_fashion_mnist_results_trains_and_reports_one_row_per_key():
     text = run_script("fashion_mnist_results.py", "--models", "mlp", "--epochs", "1",
                       "--seeds", "0", "1")
-    assert "54,000 training and 6,000 validation images" in text
+    assert "54,000 training, 6,000 validation and 10,000 test images" in text
     rows = re.findall(r"^\| mlp \| 79,510 \| (\d) \| 1 \| 128 \| 0.006 \| 1 \| .* \| ([\d.]+) \| "
                       r"([\d.]+) \| ([\d.]+) \| ([\d.]+) \|$", text, re.M)
     assert [row[0] for row in rows] == ["0", "1"]
@@ -77,9 +79,10 @@ def test_fashion_mnist_results_trains_and_reports_one_row_per_key():
 
 def test_fashion_mnist_results_trains_the_record_network_on_two_devices_without_a_split():
     text = run_script("fashion_mnist_results.py", "--models", "vgg-bn", "--epochs", "1",
-                      "--seeds", "0", "--train-examples", "2048", "--all-train")
+                      "--seeds", "0", "--train-examples", "2048", "--test-examples", "2000",
+                      "--all-train")
     # --all-train (a chosen recipe's final run) keeps no validation split: its columns are empty.
-    assert "2,048 training and 0 validation images" in text
+    assert "2,048 training, 0 validation and 2,000 test images" in text
     row = re.search(r"^\| vgg-bn \| 75,082 \| 0 \| 1 \| 64 \| 0.006 \| 2 \| .* \| ([\d.]+) \| "
                     r"— \| ([\d.]+) \| — \| ([\d.]+) \|$", text, re.M)
     # 32 steps from scratch on 2,048 images, each batch split over two CPU devices: well above
@@ -87,6 +90,13 @@ def test_fashion_mnist_results_trains_the_record_network_on_two_devices_without_
     # carried through fit.
     assert row and all(float(acc) > 0.4 for acc in row.groups()), text
     assert re.search(r"vgg-bn: test acc [\d.]+ ± 0.0000 \(min [\d.]+\); 9 shifts: test acc", text)
+
+
+@pytest.mark.parametrize("flag", ["--devices", "--train-examples", "--test-examples"])
+def test_fashion_mnist_results_rejects_counts_below_one(flag):
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "fashion_mnist_results.py"),
+                          flag, "0"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 2 and f"{flag} must be >= 1; got 0" in out.stderr
 
 
 def test_bench_resnet_step_checks_agreement_and_compares():
