@@ -24,6 +24,6 @@ from cnnlib.pool import (
 from cnnlib import checkpoint, layers, models, train
 from cnnlib.checkpoint import load_params, load_state, save_params
 from cnnlib.models import param_count
-from cnnlib.train import evaluate, fit, random_shift, split_validation
+from cnnlib.train import evaluate, fit, predict, random_shift, split_validation
 
 __version__ = "0.1.0"

@@ -307,6 +307,44 @@ def test_evaluate_is_exact_for_any_n():
         train.evaluate(model.apply, params, x, y, batch_size="10")
 
 
+def test_predict_equals_apply_in_eval_mode_for_any_n():
+    model = small_net(BatchNorm(), Dropout(0.5))  # state, and a layer that differs in training
+    _, params = init_params(model, jax.random.key(0), (-1, 4, 4, 1))
+    state = init_state(model, (-1, 4, 4, 1))
+    state = jax.tree.map(lambda v: v + 0.5, state)  # running averages that are not the defaults
+    x, y = blobs(37)
+    want = model.apply(params, x, state=state)[0]  # (37, 3), evaluation mode
+    for batch_size in (10, 37, 1000):  # a padded last batch, one batch, more than N
+        got = train.predict(model.apply, params, x, batch_size, state=state)
+        assert got.shape == (37, 3)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    # Its argmax is what evaluate counts.
+    _, acc = train.evaluate(model.apply, params, x, y, state=state)
+    assert acc == np.mean(np.asarray(got).argmax(-1) == y)
+
+
+def test_predict_rejects_bad_input_and_non_finite_logits():
+    model, params = linear_model()
+    x, _ = blobs(12)
+    with pytest.raises(TypeError, match=r"predict: `x` must be a float array; got uint8\. "
+                       r"Convert uint8 images with cnnlib\.data\.to_float"):
+        train.predict(model.apply, params, x.astype(np.uint8))
+    with pytest.raises(TypeError, match=r"predict: `x` must be an array \(N, \.\.\.\); got list"):
+        train.predict(model.apply, params, [[1.0]])
+    with pytest.raises(ValueError, match=r"predict: `x` must hold at least one example"):
+        train.predict(model.apply, params, x[:0])
+    with pytest.raises(ValueError, match=r"predict: `x` must be finite; 1 of its 192 values are "
+                       r"NaN or infinite \(the first in example 3\)"):
+        train.predict(model.apply, params, np.where(np.arange(192).reshape(x.shape) == 50,
+                                                    np.nan, x).astype(np.float32))
+    with pytest.raises(ValueError, match=r"predict: `batch_size` must be a positive int; got 0"):
+        train.predict(model.apply, params, x, 0)
+    broken = jax.tree.map(lambda w: w.at[0].set(jnp.nan), params)
+    with pytest.raises(FloatingPointError, match=r"predict: the model returned NaN or infinite "
+                       r"logits for 12 of the 12 examples \(the first: example 0\)"):
+        train.predict(model.apply, broken, x)
+
+
 # --- Validation split ----------------------------------------------------------------------------
 
 
@@ -362,6 +400,26 @@ def test_fit_passes_a_fresh_key_per_step_and_train_mode_to_dropout():
     logits = model.apply(p1, x)
     np.testing.assert_array_equal(logits, model.apply(p1, x, train=False))
     assert not np.array_equal(model.apply(p1, x, train=True, key=jax.random.key(5)), logits)
+
+
+def test_fit_compiles_one_step_for_repeated_calls_with_the_same_optimizer():
+    model = small_net()
+    _, params = init_params(model, jax.random.key(0), (-1, 4, 4, 1))
+    x, y = blobs(32)
+    traced = []  # one entry per trace of the training step (fit's own checks use train=False)
+
+    def apply(params, x, **kwargs):
+        traced.extend([1] if kwargs.get("train") else [])
+        return model.apply(params, x, **kwargs)
+
+    adam = optax.adam(0.05)
+    run = lambda opt, seed: train.fit(apply, params, opt, (x, y), epochs=1, batch_size=16,  # noqa
+                                      key=jax.random.key(seed), progress=False)
+    (p0, _), (p1, _) = run(adam, 0), run(adam, 1)
+    assert len(traced) == 1  # the second seed reused the first one's compiled step
+    assert not np.array_equal(p0["0_conv"]["w"], p1["0_conv"]["w"])
+    run(optax.adam(0.05), 0)  # another optimizer object: a step of its own
+    assert len(traced) == 2
 
 
 def test_fit_threads_batch_norm_state_and_evaluate_uses_it():
