@@ -114,3 +114,21 @@ def test_bench_multiprocess_runs_two_processes_that_agree():
     rows = re.findall(r"^\|\s+(\d) \|\s+(\d) \|", text, re.M)
     assert rows == [("1", "1"), ("2", "2")]
     assert "identical in every process: yes" in text
+
+
+def test_bench_eval_batch_times_every_batch_size_with_one_result():
+    text = run_script("bench_eval_batch.py", "--examples", "300", "--rounds", "1",
+                      "--batch-sizes", "100", "300", "1000", "--models", "cnn", "mlp")
+    # The script exits with an error when two batch sizes give different results.
+    rows = re.findall(r"^(cnn|mlp) +([\d,]+) +([\d,]+) +([\d,]+) +([\d.]+)x \(batch (\d+)\)$",
+                      text, re.M)
+    assert [row[0] for row in rows] == ["cnn", "mlp"], text
+    assert all(int(row[5]) in (100, 300, 1000) for row in rows)
+    assert "every batch size gave the same accuracy and loss" in text
+
+
+def test_bench_eval_batch_rejects_counts_below_one():
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_eval_batch.py"),
+                          "--batch-sizes", "250", "0"], capture_output=True, text=True,
+                         timeout=120, cwd=ROOT)
+    assert out.returncode == 2 and "must be >= 1; got 0" in out.stderr
