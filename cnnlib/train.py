@@ -534,6 +534,9 @@ def predict(
         state: the model's state, for a model with state (BatchNorm uses its running
             averages).
 
+    In a job of several processes each process predicts its own `x` (any number of examples)
+    with the parameters that `fit` returned to it.
+
     Returns:
         The logits, shape (N, num_classes); ``predict(...).argmax(-1)`` are the predicted
         classes.

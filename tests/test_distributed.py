@@ -60,6 +60,7 @@ WORKER = INITIALIZE + SETUP + textwrap.dedent("""
     p, h = train.fit(plain.apply, plain_params, optax.adam(1e-2), (x, y),
                      validation=(x_val, y_val), **kw)
     loss, acc = train.evaluate(plain.apply, p, x_val, y_val, batch_size=10)
+    logits = train.predict(plain.apply, p, x_val[pid:], batch_size=7)  # each its own examples
     bp, bs, bh = train.fit(bn.apply, bn_params, optax.adam(1e-2), (x, y), state=bn_state,
                            validation=(x_val, y_val), **kw)
     with mock.patch("os.replace", wraps=os.replace) as replace:
@@ -70,6 +71,7 @@ WORKER = INITIALIZE + SETUP + textwrap.dedent("""
     np.savez(os.path.join(out, f"trained{pid}.npz"), *leaves((p, bp, bs)))
     with open(os.path.join(out, f"result{pid}.json"), "w") as f:
         json.dump(dict(history=h, bn_history=bh, evaluate=[loss, acc], writes=replace.call_count,
+                       predict=np.asarray(logits).tolist(),
                        loaded=all(np.array_equal(a, b) for a, b in zip(leaves(loaded),
                                                                           leaves(p)))), f)
 """)
@@ -115,6 +117,7 @@ def two_processes(tmp_path_factory):
                            **ns["kw"])
     single = dict(history=h, bn_history=bh,
                   evaluate=train.evaluate(ns["plain"].apply, p, ns["x_val"], ns["y_val"], 10),
+                  predict=np.asarray(train.predict(ns["plain"].apply, p, ns["x_val"])),
                   leaves=[np.asarray(a) for a in jax.tree.leaves((p, bp, bs))],
                   initial=[np.asarray(a) for a in jax.tree.leaves((ns["plain_params"],
                                                                    ns["bn_params"]))])
@@ -144,6 +147,11 @@ def test_two_processes_report_the_global_history_and_evaluation(two_processes):
         np.testing.assert_allclose(result["evaluate"][0], single["evaluate"][0], rtol=1e-5)
         assert result["evaluate"][1] == single["evaluate"][1]
     assert runs[0][0]["history"] == runs[1][0]["history"]
+    # predict is local: each process predicts its own examples, with its copy of the params.
+    for pid, (result, _) in enumerate(runs):
+        got = np.array(result["predict"])
+        assert got.shape == (37 - pid, 3)
+        np.testing.assert_allclose(got, single["predict"][pid:], atol=1e-5)
 
 
 def test_a_checkpoint_is_written_once_and_loads_everywhere(two_processes):
