@@ -503,15 +503,8 @@ def evaluate(
     if jax.process_count() > 1:
         return _evaluate_global(forward, params, state, x, y, batch_size, where)
     total_loss, total_correct = 0.0, 0
-    for start in range(0, len(x), batch_size):
-        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-        real = len(xb)
-        if real < batch_size:  # pad with copies of the first example; masked below
-            fill = batch_size - real
-            xb = np.concatenate([xb, np.repeat(xb[:1], fill, axis=0)])
-            yb = np.concatenate([yb, np.repeat(yb[:1], fill, axis=0)])
-        mask = np.arange(batch_size) < real
-        loss_sum, correct = _eval_batch(forward, params, state, xb, yb, mask)
+    for idx, mask in _batch_indices(len(x), batch_size):
+        loss_sum, correct = _eval_batch(forward, params, state, x[idx], y[idx], mask)
         total_loss += float(loss_sum)
         total_correct += int(correct)
     return total_loss / len(x), total_correct / len(x)
@@ -554,14 +547,8 @@ def predict(
     x = _check_x(x, where, "`x`")
     batch_size = min(check_positive_int(batch_size, "batch_size", where), len(x))
     _check_model_accepts(forward, params, state, x[:batch_size], where, "x")
-    parts = []
-    for start in range(0, len(x), batch_size):
-        xb = x[start : start + batch_size]
-        real = len(xb)
-        if real < batch_size:  # pad with copies of the first example; cut off below
-            xb = np.concatenate([xb, np.repeat(xb[:1], batch_size - real, axis=0)])
-        parts.append(_predict_batch(forward, params, state, xb)[:real])
-    logits = jnp.concatenate(parts)  # (N, num_classes)
+    logits = jnp.concatenate([_predict_batch(forward, params, state, x[idx])[: real.sum()]
+                              for idx, real in _batch_indices(len(x), batch_size)])  # (N, C)
     bad = np.flatnonzero(~np.all(np.isfinite(np.asarray(logits)), axis=-1))
     if bad.size:
         raise FloatingPointError(
@@ -586,15 +573,22 @@ def _evaluate_global(forward, params, state, x, y, batch_size, where):
                                    "the data": (x, y), "the params": params, "the state": state})
     params, state = distributed.replicate((params, state), NamedSharding(mesh, PartitionSpec()))
     total_loss, total_correct = 0.0, 0
-    for start in range(0, len(x), batch_size):
-        idx = np.arange(start, start + batch_size)
-        mask = idx < len(x)  # padding: copies of the batch's first example, masked out
-        xb, yb = distributed.put_batch((x, y), np.where(mask, idx, start), split)
+    for idx, mask in _batch_indices(len(x), batch_size):
+        xb, yb = distributed.put_batch((x, y), idx, split)
         (mb,) = distributed.put_batch((mask,), np.arange(batch_size), split)
         loss_sum, correct = _eval_batch(forward, params, state, xb, yb, mb)  # global sums
         total_loss += float(loss_sum)
         total_correct += int(correct)
     return total_loss / len(x), total_correct / len(x)
+
+
+def _batch_indices(n, batch_size):
+    """(indices, real) of consecutive batches of `batch_size` over n examples: the last batch is
+    padded with copies of its first example (real False there), so one program serves all."""
+    for start in range(0, n, batch_size):
+        idx = np.arange(start, start + batch_size)
+        real = idx < n
+        yield np.where(real, idx, start), real
 
 
 @functools.partial(jax.jit, static_argnums=0)  # one program per model and batch shape
