@@ -127,6 +127,15 @@ def test_bench_eval_batch_times_every_batch_size_with_one_result():
     assert "every batch size gave the same accuracy and loss" in text
 
 
+def test_bench_init_compiles_both_draws_with_the_same_weights():
+    text = run_script("bench_init.py", "--rounds", "1", "--models", "cnn", "mlp")
+    # The script exits with an error when the two draws give different weights.
+    rows = re.findall(r"^(cnn|mlp) +(\d+) +([\d,]+) +([\d.]+) +([\d.]+) +([\d.]+)x$", text, re.M)
+    assert [row[0] for row in rows] == ["cnn", "mlp"], text
+    assert rows[1][1:3] == ("4", "79,510")  # models.mlp((100,)): two Dense layers
+    assert "the same weights, bit for bit" in text
+
+
 def test_bench_eval_batch_rejects_counts_below_one():
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_eval_batch.py"),
                           "--batch-sizes", "250", "0"], capture_output=True, text=True,

@@ -4,6 +4,7 @@ shapes from init (without data) equal to the shapes apply produces, initialisati
 from __future__ import annotations
 
 import doctest
+import math
 import os
 import re
 import subprocess
@@ -242,6 +243,25 @@ def test_init_variance_he_and_lecun_and_zero_bias():
     assert abs(float(jnp.var(he["w"])) / (2 / fan_in) - 1) < 0.05  # 18,432 samples
     assert abs(float(jnp.var(lecun["w"])) / (1 / 400) - 1) < 0.05  # 102,400 samples
     assert not np.any(he["b"]) and he["w"].dtype == jnp.float32
+
+
+@pytest.mark.parametrize("shape", [(3, 3, 8, 16), (5, 5, 1, 6), (400, 120)])
+def test_init_draws_the_numbers_of_jax_random_normal_of_the_shape(shape):
+    # layers.base.normal draws a flat vector and reshapes it (it compiles faster); the weights
+    # must still be those of jax.random.normal(key, shape), scaled, to the last bit.
+    fan_in = math.prod(shape[:-1])
+    got = jax.jit(lambda key: cnnlib.layers.base.normal(key, shape, 2.0, fan_in))(KEY)
+    want = jax.jit(lambda key: jax.random.normal(key, shape, jnp.float32)
+                   * math.sqrt(2.0 / fan_in))(KEY)
+    assert got.shape == shape
+    np.testing.assert_array_equal(got, want)
+
+
+def test_init_params_of_a_conv_are_jax_random_normal_scaled():
+    _, params = init_params(Conv(6, 5), KEY, (-1, 28, 28, 1))  # one layer: its key is `key`
+    want = jax.jit(lambda key: jax.random.normal(key, (5, 5, 1, 6), jnp.float32)
+                   * math.sqrt(2.0 / 25))(KEY)
+    np.testing.assert_array_equal(params["w"], want)
 
 
 def test_init_is_deterministic_and_keys_differ():
