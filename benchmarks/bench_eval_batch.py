@@ -24,6 +24,7 @@ import time
 import jax
 import jax.numpy as jnp
 
+from _args import positive
 from cnnlib import layers, models, train
 
 # name -> (model, image side): the networks the chapters train and evaluate.
@@ -35,13 +36,6 @@ NETWORKS = {
     "resnet26": (lambda: models.resnet((8, 16, 32), 4), 14),  # chapter 7, on 14 x 14
     "mlp": (lambda: models.mlp((100,)), 28),              # the benchmark's MLP
 }
-
-
-def positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1; got {value}")
-    return value
 
 
 def main() -> None:

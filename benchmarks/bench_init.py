@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from _args import positive
 from cnnlib import layers, models
 from cnnlib.layers import linear
 
@@ -55,13 +56,6 @@ def compile_seconds(model, in_shape) -> tuple[float, dict]:
     compiled = jax.jit(params_only).lower(jax.random.key(0)).compile()
     seconds = time.perf_counter() - start
     return seconds, compiled(jax.random.key(0))
-
-
-def positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1; got {value}")
-    return value
 
 
 def main() -> None:

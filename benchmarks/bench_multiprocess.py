@@ -36,6 +36,8 @@ import time
 
 import numpy as np
 
+from _args import positive
+
 
 def worker(options):
     """One process of a run (or the only one): train, time, write params and timings."""
@@ -94,10 +96,10 @@ def run(command, folder, timeout):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--processes", type=int, default=2)
-    parser.add_argument("--examples", type=int, default=12_000)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--processes", type=positive, default=2)
+    parser.add_argument("--examples", type=positive, default=12_000)
+    parser.add_argument("--epochs", type=positive, default=2)
+    parser.add_argument("--batch-size", type=positive, default=128)
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)

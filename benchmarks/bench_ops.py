@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from _args import positive
 import cnnlib
 
 NHWC = ("NHWC", "HWIO", "NHWC")
@@ -112,7 +113,7 @@ def cases():
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--repeats", type=positive, default=50)
     args = parser.parse_args()
     print(f"jax {jax.__version__}, {jax.default_backend()}, {os.cpu_count()} CPUs, "
           f"{platform.processor() or platform.machine()}; median of {args.repeats} calls")

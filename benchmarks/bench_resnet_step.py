@@ -28,6 +28,7 @@ import numpy as np
 import optax
 from jax import lax
 
+from _args import positive
 from bench_train_step import time_rounds
 from cnnlib import models, train
 from cnnlib.layers import init_params, init_state
@@ -113,8 +114,8 @@ def runner(step, params, state, optimizer, x, y, key):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=100, help="steps per contender per round")
-    parser.add_argument("--rounds", type=int, default=3, help="independent rounds (medians)")
+    parser.add_argument("--repeats", type=positive, default=100, help="steps per contender per round")
+    parser.add_argument("--rounds", type=positive, default=3, help="independent rounds (medians)")
     args = parser.parse_args()
 
     model = models.resnet((16, 32, 64), dropout=RATE)

@@ -40,6 +40,7 @@ import numpy as np
 import optax
 from jax import lax
 
+from _args import positive
 from cnnlib import conv2d, max_pool, models, train
 from cnnlib.layers import init_params
 
@@ -237,9 +238,9 @@ def time_call(fn, repeats, warmup=5):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=200, help="steps per contender per round")
-    parser.add_argument("--rounds", type=int, default=3, help="independent rounds (medians)")
-    parser.add_argument("--torch-threads", type=int, default=None,
+    parser.add_argument("--repeats", type=positive, default=200, help="steps per contender per round")
+    parser.add_argument("--rounds", type=positive, default=3, help="independent rounds (medians)")
+    parser.add_argument("--torch-threads", type=positive, default=None,
                         help="torch.set_num_threads (default: torch's own choice)")
     parser.add_argument("--profile", action="store_true",
                         help="time the pieces of the step one by one instead")

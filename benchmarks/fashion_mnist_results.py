@@ -44,6 +44,7 @@ import time
 import jax
 import optax
 
+from _args import non_negative, positive
 from cnnlib import fashion_mnist, to_float
 from cnnlib.experiments import Summary
 from cnnlib.invariance import shift_averaged
@@ -131,29 +132,25 @@ def run(name, data, *, epochs, batch, lr, devices=1, seed=0, weight_decay=0.0,
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["cnn", "mlp"], choices=list(MODELS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
-    parser.add_argument("--epochs", type=int, help="override every model's recipe")
-    parser.add_argument("--batch", type=int, help="override every model's recipe")
+    parser.add_argument("--seeds", nargs="+", type=non_negative, default=[0, 1, 2, 3, 4])
+    parser.add_argument("--epochs", type=positive, help="override every model's recipe")
+    parser.add_argument("--batch", type=positive, help="override every model's recipe")
     parser.add_argument("--lr", type=float, help="peak learning rate; overrides the recipe")
     parser.add_argument("--weight-decay", type=float, default=0.0,
                         help="AdamW's decoupled weight decay; 0 for plain Adam")
     parser.add_argument("--label-smoothing", type=float, default=0.1)
-    parser.add_argument("--shift", type=int, default=1,
+    parser.add_argument("--shift", type=non_negative, default=1,
                         help="largest random shift in pixels (train.random_shift); 0 for none")
-    parser.add_argument("--devices", type=int,
+    parser.add_argument("--devices", type=positive,
                         help="CPU devices to split each batch over; overrides the recipe")
-    parser.add_argument("--train-examples", type=int,
+    parser.add_argument("--train-examples", type=positive,
                         help="train on the first N training images (for quick checks)")
-    parser.add_argument("--test-examples", type=int,
+    parser.add_argument("--test-examples", type=positive,
                         help="evaluate on the first N test images (for quick checks)")
     parser.add_argument("--all-train", action="store_true",
                         help="train on all 60,000 training images, without a validation split: "
                              "the final run, once the recipe has been chosen on the split")
     args = parser.parse_args()
-    for flag in ("devices", "train_examples", "test_examples"):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            parser.error(f"--{flag.replace('_', '-')} must be >= 1; got {value}")
     # Before anything starts JAX's backend: as many CPU devices as the largest recipe needs.
     cpu_devices(args.devices or max(MODELS[name][1]["devices"] for name in args.models))
 

@@ -92,13 +92,6 @@ def test_fashion_mnist_results_trains_the_record_network_on_two_devices_without_
     assert re.search(r"vgg-bn: test acc [\d.]+ ± 0.0000 \(min [\d.]+\); 9 shifts: test acc", text)
 
 
-@pytest.mark.parametrize("flag", ["--devices", "--train-examples", "--test-examples"])
-def test_fashion_mnist_results_rejects_counts_below_one(flag):
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "fashion_mnist_results.py"),
-                          flag, "0"], capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert out.returncode == 2 and f"{flag} must be >= 1; got 0" in out.stderr
-
-
 def test_bench_resnet_step_checks_agreement_and_compares():
     text = run_script("bench_resnet_step.py", "--repeats", "2", "--rounds", "1")
     # The script exits with an error when cnnlib and raw lax disagree after one step.
@@ -136,8 +129,22 @@ def test_bench_init_compiles_both_draws_with_the_same_weights():
     assert "the same weights, bit for bit" in text
 
 
-def test_bench_eval_batch_rejects_counts_below_one():
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_eval_batch.py"),
-                          "--batch-sizes", "250", "0"], capture_output=True, text=True,
-                         timeout=120, cwd=ROOT)
-    assert out.returncode == 2 and "must be >= 1; got 0" in out.stderr
+@pytest.mark.parametrize("script, args, message", [
+    ("bench_eval_batch.py", ["--batch-sizes", "250", "0"], "--batch-sizes: must be >= 1; got 0"),
+    ("bench_init.py", ["--rounds", "0"], "--rounds: must be >= 1; got 0"),
+    ("bench_ops.py", ["--repeats", "0"], "--repeats: must be >= 1; got 0"),
+    ("bench_train_step.py", ["--rounds", "-1"], "--rounds: must be >= 1; got -1"),
+    ("bench_resnet_step.py", ["--repeats", "0"], "--repeats: must be >= 1; got 0"),
+    ("bench_multiprocess.py", ["--batch-size", "0"], "--batch-size: must be >= 1; got 0"),
+    ("fashion_mnist_results.py", ["--seeds", "0", "-1"], "--seeds: must be >= 0; got -1"),
+    ("fashion_mnist_results.py", ["--epochs", "0"], "--epochs: must be >= 1; got 0"),
+    ("fashion_mnist_results.py", ["--devices", "0"], "--devices: must be >= 1; got 0"),
+    ("fashion_mnist_results.py", ["--train-examples", "0"],
+     "--train-examples: must be >= 1; got 0"),
+    ("fashion_mnist_results.py", ["--test-examples", "-5"],
+     "--test-examples: must be >= 1; got -5"),
+])
+def test_scripts_reject_bad_counts_naming_the_option(script, args, message):
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 2 and message in out.stderr, out.stderr[-2000:]
