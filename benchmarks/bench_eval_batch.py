@@ -76,7 +76,8 @@ def main() -> None:
                                  f"{sizes[0]} gives {loss0}, {acc0}")
         line = f"{name:10s}" + "".join(f"{speed[b]:12,.0f}" for b in sizes)
         if 1000 in sizes:
-            line += f"   {max(speed.values()) / speed[1000]:.2f}x (batch {max(speed, key=speed.get)})"
+            fastest = max(speed, key=speed.get)
+            line += f"   {speed[fastest] / speed[1000]:.2f}x (batch {fastest})"
         print(line, flush=True)
     print("every batch size gave the same accuracy and loss")
 

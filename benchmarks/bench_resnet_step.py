@@ -114,7 +114,8 @@ def runner(step, params, state, optimizer, x, y, key):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=positive, default=100, help="steps per contender per round")
+    parser.add_argument("--repeats", type=positive, default=100,
+                        help="steps per contender per round")
     parser.add_argument("--rounds", type=positive, default=3, help="independent rounds (medians)")
     args = parser.parse_args()
 

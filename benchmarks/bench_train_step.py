@@ -238,7 +238,8 @@ def time_call(fn, repeats, warmup=5):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=positive, default=200, help="steps per contender per round")
+    parser.add_argument("--repeats", type=positive, default=200,
+                        help="steps per contender per round")
     parser.add_argument("--rounds", type=positive, default=3, help="independent rounds (medians)")
     parser.add_argument("--torch-threads", type=positive, default=None,
                         help="torch.set_num_threads (default: torch's own choice)")
