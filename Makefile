@@ -121,7 +121,6 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_multiprocess.py
 	$(PY) benchmarks/bench_eval_batch.py
 	$(PY) benchmarks/bench_init.py
-	$(PY) benchmarks/bench_batch_norm.py
 	$(PY) benchmarks/fashion_mnist_results.py --models cnn mlp vgg-bn
 
 clean:

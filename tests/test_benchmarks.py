@@ -129,19 +129,9 @@ def test_bench_init_compiles_both_draws_with_the_same_weights():
     assert "the same weights, bit for bit" in text
 
 
-def test_bench_batch_norm_times_both_gradients_after_checking_they_agree():
-    text = run_script("bench_batch_norm.py", "--rounds", "1", "--steps", "2",
-                      "--models", "resnet26")
-    # The script exits with an error when one step differs between the two gradients.
-    rows = re.findall(r"^(resnet26) +(\d+) +([\d.]+) +([\d.]+) +([\d.]+)x$", text, re.M)
-    assert [row[:2] for row in rows] == [("resnet26", "128")], text
-    assert "one step agrees both ways" in text
-
-
 @pytest.mark.parametrize("script, args, message", [
     ("bench_eval_batch.py", ["--batch-sizes", "250", "0"], "--batch-sizes: must be >= 1; got 0"),
     ("bench_init.py", ["--rounds", "0"], "--rounds: must be >= 1; got 0"),
-    ("bench_batch_norm.py", ["--steps", "0"], "--steps: must be >= 1; got 0"),
     ("bench_ops.py", ["--repeats", "0"], "--repeats: must be >= 1; got 0"),
     ("bench_train_step.py", ["--rounds", "-1"], "--rounds: must be >= 1; got -1"),
     ("bench_resnet_step.py", ["--repeats", "0"], "--repeats: must be >= 1; got 0"),

@@ -1,7 +1,6 @@
 """cnnlib.layers.normalization against NumPy loops from the definitions: BatchNorm in training
 (batch statistics, running averages) and evaluation, LayerNorm, GroupNorm; gradients by finite
-differences, and BatchNorm's hand-written gradient against JAX's differentiation of the
-definition; dtypes; errors."""
+differences; dtypes; errors."""
 
 from __future__ import annotations
 
@@ -12,7 +11,6 @@ import pytest
 from jax.test_util import check_grads
 
 from cnnlib.layers import BatchNorm, GroupNorm, LayerNorm, init_params, init_state
-from cnnlib.layers.normalization import batch_norm_train
 
 KEY = jax.random.key(0)
 
@@ -119,56 +117,6 @@ def test_normalisation_gradients_by_finite_differences():
               lambda p, x: GroupNorm(2).apply(p, x),
               lambda p, x: LayerNorm().apply(p, x)):
         check_grads(f, (params, x), order=1, modes=["rev"], atol=1e-2, rtol=1e-2)
-
-
-def batch_norm_definition(x, scale, offset, epsilon):
-    """The definition in jnp, for JAX to differentiate: (y, mean, biased var)."""
-    axes = tuple(range(x.ndim - 1))
-    mean = jnp.mean(x, axis=axes)
-    var = jnp.mean(jnp.square(x - mean), axis=axes)
-    return (x - mean) * jax.lax.rsqrt(var + epsilon) * scale + offset, mean, var
-
-
-@pytest.mark.parametrize("shape", [(16, 7, 7, 8), (4, 3, 3, 5), (32, 6), (2, 3, 4, 5, 3)])
-def test_batch_norm_hand_written_gradient_equals_differentiating_the_definition(shape):
-    x = jnp.asarray(data(shape))
-    c = shape[-1]
-    params = jax.tree.map(jnp.asarray, affine(c))
-    weights = [jnp.asarray(data(shape, seed=3)), jnp.asarray(data((c,), seed=4)),
-               jnp.asarray(data((c,), seed=5))]
-
-    def loss(f, x, scale, offset):  # uses y, mean and var, so every cotangent is non-zero
-        y, mean, var = f(x, scale, offset, 1e-3)
-        return (jnp.sum(jnp.sin(y) * weights[0]) + jnp.sum(mean * weights[1])
-                + jnp.sum(var * weights[2]) / 10)
-
-    args = (x, params["scale"], params["offset"])
-    for a, b in zip(batch_norm_train(*args, 1e-3), batch_norm_definition(*args, 1e-3)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
-    ours, autodiff = (jax.jit(jax.grad(lambda *a, f=f: loss(f, *a), argnums=(0, 1, 2)))(*args)
-                      for f in (batch_norm_train, batch_norm_definition))
-    for a, b in zip(ours, autodiff):  # dx, dscale, doffset
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(b))))
-
-
-def test_batch_norm_gradient_of_the_gradient_and_its_forward_mode_limit():
-    x = jnp.asarray(data((8, 3, 3, 4)) / 3)
-    params = jax.tree.map(jnp.asarray, affine(4))
-    w = jnp.asarray(data((8, 3, 3, 4), seed=3))
-
-    def grad_norm(f):  # a scalar of the gradient, differentiated again (reverse over reverse)
-        def g(x):
-            return jnp.sum(jax.grad(lambda x: jnp.sum(jnp.tanh(
-                f(x, params["scale"], params["offset"], 1e-5)[0]) * w))(x) ** 2)
-        return jax.grad(g)(x)
-
-    a, b = grad_norm(batch_norm_train), grad_norm(batch_norm_definition)
-    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4 * float(jnp.max(jnp.abs(b))))
-    bn = BatchNorm()
-    state = {"mean": jnp.zeros(4), "var": jnp.ones(4)}
-    with pytest.raises(TypeError, match="forward-mode"):  # documented: reverse mode only
-        jax.jvp(lambda x: bn.apply(params, x, state=state, train=True)[0], (x,), (x,))
-    jax.jvp(lambda x: bn.apply(params, x, state=state)[0], (x,), (x,))  # evaluation: any mode
 
 
 def test_batch_norm_keeps_low_precision_inputs_and_computes_statistics_in_float32():

@@ -19,7 +19,6 @@ input's dtype, so bfloat16 activations do not lose the mean to rounding.
 
 from __future__ import annotations
 
-import functools
 import numbers
 
 import jax
@@ -34,7 +33,7 @@ def BatchNorm(momentum: float = 0.9, epsilon: float = 1e-5) -> Layer:
 
     Training (``train=True``): ``y = (x - mean_B) / sqrt(var_B + epsilon) * scale + offset``
     with the mean and (biased) variance of this batch, per channel; the gradient flows
-    through them (`batch_norm_train`, whose backward pass is written by hand). The returned state moves towards the batch statistics:
+    through them. The returned state moves towards the batch statistics:
     ``mean <- momentum * mean + (1 - momentum) * mean_B``, and likewise for var with the
     unbiased batch variance ``var_B * m / (m - 1)`` (m values per channel), as the paper
     prescribes for inference. Evaluation (the default): the same formula with the state's
@@ -89,6 +88,7 @@ def BatchNorm(momentum: float = 0.9, epsilon: float = 1e-5) -> Layer:
             )
         check_param_tree(state, {"mean": (c,), "var": (c,)}, where, f"{c} channels", "state")
         xf = x.astype(_stat_dtype(x))
+        axes = tuple(range(x.ndim - 1))  # every axis but the channels: (N, H, W)
         if train:
             m = x.size // c  # values per channel
             if m < 2:
@@ -96,8 +96,8 @@ def BatchNorm(momentum: float = 0.9, epsilon: float = 1e-5) -> Layer:
                     f"{where}: training needs at least 2 values per channel to estimate a "
                     f"variance; got x of shape {tuple(x.shape)}. Use a larger batch."
                 )
-            # y and the batch's mean and (biased) variance, with the backward pass by hand.
-            y, mean, var = batch_norm_train(xf, params["scale"], params["offset"], epsilon)
+            mean = jnp.mean(xf, axis=axes)  # (C,)
+            var = jnp.mean(jnp.square(xf - mean), axis=axes)  # (C,), biased
             old = jax.lax.stop_gradient  # running averages are not trained
             state = {
                 "mean": momentum * state["mean"] + (1 - momentum) * old(mean),
@@ -105,7 +105,7 @@ def BatchNorm(momentum: float = 0.9, epsilon: float = 1e-5) -> Layer:
             }
         else:
             mean, var = state["mean"], state["var"]
-            y = (xf - mean) * jax.lax.rsqrt(var + epsilon) * params["scale"] + params["offset"]
+        y = (xf - mean) * jax.lax.rsqrt(var + epsilon) * params["scale"] + params["offset"]
         return y.astype(x.dtype), state
 
     config = {"momentum": momentum, "epsilon": epsilon}
@@ -190,73 +190,6 @@ def GroupNorm(groups: int = 32, epsilon: float = 1e-5) -> Layer:
         return (y * params["scale"] + params["offset"]).astype(x.dtype)
 
     return Layer(init, apply, "group_norm", {"groups": groups, "epsilon": epsilon})
-
-
-# --- Training mode, with its gradient by hand --------------------------------------------------
-
-
-def batch_norm_train(x: jax.Array, scale: jax.Array, offset: jax.Array,
-                     epsilon: float) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Batch normalisation in training mode: ``(y, mean, var)`` over every axis but the last.
-
-    ``y = (x - mean) / sqrt(var + epsilon) * scale + offset`` with the batch's per-channel
-    mean and biased variance, which are returned too (for the running averages). The forward
-    pass is the definition; the backward pass is the closed form of Ioffe & Szegedy (2015)
-    rather than JAX's differentiation of the definition. With ``x_hat = (x - mean) /
-    sqrt(var + epsilon)`` and g the gradient arriving at y, per channel over its m values:
-
-        dL/dx = scale / sqrt(var + epsilon) * (g - mean(g) - x_hat * mean(g * x_hat))
-        dL/dscale = sum(g * x_hat),  dL/doffset = sum(g)
-
-    The two means are the only reductions, and x_hat is kept from the forward pass. XLA
-    computes the same gradient from the definition (tested to float32 rounding), but on CPU
-    the training step of `models.vgg_bn` takes about 1.24 times as long
-    (benchmarks/README.md, "BatchNorm's backward pass"). Reverse mode only: `jax.grad` (also
-    of a gradient) works, forward mode (`jax.jvp`, `jax.jacfwd`) of training mode raises;
-    evaluation mode has no such limit.
-
-    Args:
-        x: (N, ..., C) float array, in the statistics' dtype (float32 or wider).
-        scale: (C,), multiplies the normalised values.
-        offset: (C,), added after.
-        epsilon: added to the variance, > 0 (not differentiated).
-
-    Returns:
-        ``(y, mean, var)``: y shaped like x; the batch's mean and biased variance, (C,).
-
-    Introduced in chapter 07, notebooks/07-going-deeper.ipynb.
-    """
-    return _batch_norm(x, scale, offset, epsilon)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _batch_norm(x, scale, offset, epsilon):
-    return _batch_norm_forward(x, scale, offset, epsilon)[0]
-
-
-def _batch_norm_forward(x, scale, offset, epsilon):
-    axes = tuple(range(x.ndim - 1))  # every axis but the channels: (N, H, W)
-    mean = jnp.mean(x, axis=axes)  # (C,)
-    var = jnp.mean(jnp.square(x - mean), axis=axes)  # (C,), biased
-    inv_std = jax.lax.rsqrt(var + epsilon)
-    x_hat = (x - mean) * inv_std
-    return (x_hat * scale + offset, mean, var), (x_hat, inv_std, scale)
-
-
-def _batch_norm_backward(epsilon, saved, grads):
-    x_hat, inv_std, scale = saved
-    g, g_mean, g_var = grads  # the gradients arriving at y, mean and var
-    axes = tuple(range(x_hat.ndim - 1))
-    m = x_hat.size // x_hat.shape[-1]  # values per channel
-    mean_g = jnp.mean(g, axis=axes)  # (C,)
-    mean_g_x_hat = jnp.mean(g * x_hat, axis=axes)  # (C,)
-    dx = scale * inv_std * (g - mean_g - x_hat * mean_g_x_hat)
-    # The statistics are outputs too: d mean / dx = 1/m, d var / dx = 2 (x - mean) / m.
-    dx = dx + (g_mean + 2 * g_var * x_hat / inv_std) / m
-    return dx, m * mean_g_x_hat, m * mean_g
-
-
-_batch_norm.defvjp(_batch_norm_forward, _batch_norm_backward)
 
 
 # --- Helpers ----------------------------------------------------------------------------------
