@@ -48,6 +48,11 @@ def shaped_normal(key, shape, gain, fan_in):
     return jax.random.normal(key, shape, jnp.float32) * math.sqrt(gain / fan_in)
 
 
+# draw -> a context in which `init_params` draws that way.
+DRAWS = {"shaped": lambda: mock.patch.object(linear, "normal", shaped_normal),
+         "flat": contextlib.nullcontext}  # the library as it is
+
+
 def compile_seconds(model, in_shape) -> tuple[float, dict]:
     """Seconds to trace and compile the model's whole init, and the weights it draws."""
     def params_only(key):
@@ -76,12 +81,10 @@ def main() -> None:
         make, in_shape = NETWORKS[name]
         model = make()
         _, shapes = layers.param_shapes(model, in_shape)
-        draws = {"shaped": lambda: mock.patch.object(linear, "normal", shaped_normal),
-                 "flat": contextlib.nullcontext}  # the library as it is
-        times = {draw: [] for draw in draws}
+        times = {draw: [] for draw in DRAWS}
         weights = {}
         for _ in range(args.rounds):
-            for draw, patched in draws.items():
+            for draw, patched in DRAWS.items():
                 with patched():  # each call traces a new function, so every round compiles
                     seconds, weights[draw] = compile_seconds(model, in_shape)
                 times[draw].append(seconds)
