@@ -325,7 +325,10 @@ def fit(
             BatchNorm; then fit returns the trained state too.
         progress: show a tqdm progress bar.
         devices: devices to split each batch over; default all of `jax.devices()` (in a job
-            of several processes, the devices of all of them).
+            of several processes, the devices of all of them). Simulated CPU devices of one
+            process (chapter 08) wait for each other at every all-reduce, and XLA:CPU ends the
+            process when one has waited 40 s; on a slow 2-core virtual machine that happened
+            in rare long runs (benchmarks/README.md, "A hazard of two devices in one process").
         augment: optional ``augment(key, x) -> x`` applied to every training batch (see
             `make_train_step`); its keys come from `key` too, one per step.
         label_smoothing: passed to `cross_entropy`; validation always uses plain
